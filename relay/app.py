@@ -1,0 +1,113 @@
+"""Running the relay: bind the listeners (in-process or in worker processes), serve
+metrics, stop cleanly on SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from relay.eventloop import loop_factory
+from relay.metrics import StunCollector, create_metrics_app
+from relay.server.binding import BindingService
+from relay.server.counters import StunCounters
+from relay.server.listeners import Listener, plan_listeners
+from relay.server.udp import open_listeners
+from relay.server.workers import WorkerPool
+from relay.settings import RelaySettings
+
+log = logging.getLogger("relay")
+
+
+class _InProcess:
+    """``--workers 1``: the listeners run in this process, on this loop."""
+
+    def __init__(self, settings: RelaySettings, listeners: tuple[Listener, ...]) -> None:
+        self._counters = StunCounters()
+        self._service = BindingService(
+            listeners,
+            software=settings.software,
+            rfc3489=settings.rfc3489,
+            counters=self._counters,
+        )
+        self._listeners = listeners
+        self._transports: list[asyncio.DatagramTransport] = []
+
+    async def start(self) -> None:
+        self._transports = await open_listeners(
+            self._listeners, self._service.handle, reuse_port=False
+        )
+
+    async def stop(self) -> None:
+        for transport in self._transports:
+            transport.close()
+
+    def totals(self) -> StunCounters:
+        return self._counters
+
+    def alive(self) -> int:
+        return 1 if self._transports else 0
+
+
+async def _start_metrics(
+    settings: RelaySettings, server: _InProcess | WorkerPool
+) -> Callable[[], Awaitable[None]] | None:
+    if settings.metrics_listen is None:
+        return None
+    registry = CollectorRegistry()
+    registry.register(StunCollector(server.totals, server.alive))
+    app = create_metrics_app(registry, lambda: server.alive() == settings.workers)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.metrics_listen.host, settings.metrics_listen.port)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    log.info("metrics on http://%s/metrics", settings.metrics_listen)
+    return runner.cleanup
+
+
+async def serve(settings: RelaySettings, stop: asyncio.Event) -> None:
+    """Serve until ``stop`` is set."""
+    listeners = plan_listeners(settings)
+    server: _InProcess | WorkerPool = (
+        _InProcess(settings, listeners)
+        if settings.workers == 1
+        else WorkerPool(settings, listeners)
+    )
+    # Metrics first: once STUN answers, /metrics and /livez answer too.
+    stop_metrics = await _start_metrics(settings, server)
+    try:
+        await server.start()
+        try:
+            for listener in listeners:
+                extra = f" (RFC 5780 alternate {listener.other})" if listener.other else ""
+                log.info("STUN listening on udp %s%s", listener.address, extra)
+            log.info("relay ready: %d worker(s)", settings.workers)
+            await stop.wait()
+            log.info("relay stopping")
+        finally:
+            await server.stop()
+    finally:
+        if stop_metrics is not None:
+            await stop_metrics()
+
+
+async def _main(settings: RelaySettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(settings, stop)
+
+
+def run(settings: RelaySettings) -> None:
+    """Run ``natkit relay`` in the foreground until SIGINT or SIGTERM."""
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(_main(settings))

@@ -1,0 +1,1 @@
+"""The relay server: sans-IO protocol cores (``binding``) and their asyncio shims."""

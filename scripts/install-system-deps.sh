@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Debian packages the test suite and the benchmarks need (run as root). Idempotent: only
+# calls apt-get when something is missing.
+set -euo pipefail
+packages=(coturn redis-server iptables nftables conntrack iproute2 gcc python3-venv)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# A Python that is not Debian's (pyenv, a container image) brings its own venv module.
+if [[ " ${missing[*]} " == *" python3-venv "* ]] && python3 -c 'import venv, ensurepip' 2>/dev/null; then
+  missing=("${missing[@]/python3-venv}")
+fi
+missing=($(printf '%s\n' "${missing[@]}" | grep -v '^$' || true))
+if ((${#missing[@]})); then
+  echo "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# The Debian coturn and redis packages may start system services; the tests start their own
+# instances on free ports, so stop these to keep the default ports free.
+for svc in coturn redis-server; do
+  if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
+    systemctl stop "$svc" || true
+  fi
+done

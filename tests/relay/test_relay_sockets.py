@@ -1,0 +1,201 @@
+"""The relay over real UDP sockets on loopback: in-process (the asyncio shim) and as the
+``natkit relay`` command (workers, metrics, robustness)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from typing import cast
+
+import pytest
+from aioice import stun as aioice_stun
+from aioice.candidate import Candidate
+from aioice.ice import Connection, StunProtocol, server_reflexive_candidate
+
+from relay.app import serve
+from relay.settings import RelaySettings
+from tests.netutil import free_tcp_port, free_udp_port
+from tests.relay.relay_process import binding_request, natkit_relay, stun_roundtrip
+
+
+class _Receiver:
+    """The minimum aioice's StunProtocol needs from its owner."""
+
+    def data_received(self, data: bytes, component: int) -> None: ...
+
+    def protocol_lost(self, protocol: object) -> None: ...
+
+    def request_received(self, message: object, addr: object, protocol: object) -> None: ...
+
+
+@contextlib.asynccontextmanager
+async def running_relay(settings: RelaySettings) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(settings, stop))
+    await asyncio.sleep(0.1)
+    try:
+        if task.done():
+            task.result()
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def aioice_binding(server: tuple[str, int]) -> tuple[str, int, tuple[str, int]]:
+    """aioice's own STUN client: returns (srflx host, srflx port, local address)."""
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(
+        lambda: StunProtocol(cast(Connection, _Receiver())),
+        local_addr=("127.0.0.1", 0),
+    )
+    try:
+        local = transport.get_extra_info("sockname")
+        protocol.local_candidate = Candidate(
+            foundation="1",
+            component=1,
+            transport="udp",
+            priority=1,
+            host=local[0],
+            port=local[1],
+            type="host",
+        )
+        candidate, _ = await asyncio.wait_for(server_reflexive_candidate(protocol, server), 5)
+        return candidate.host, candidate.port, local
+    finally:
+        transport.close()
+
+
+async def test_aioice_client_gets_its_address() -> None:
+    port = free_udp_port()
+    settings = RelaySettings.model_validate({"listen": [f"127.0.0.1:{port}"], "metrics_listen": ""})
+    async with running_relay(settings):
+        host, mapped_port, local = await aioice_binding(("127.0.0.1", port))
+    assert (host, mapped_port) == local
+
+
+async def test_ipv6_loopback() -> None:
+    port = free_udp_port()
+    settings = RelaySettings.model_validate({"listen": [f"[::1]:{port}"], "metrics_listen": ""})
+    async with running_relay(settings):
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+            sock.setblocking(False)
+            await loop.sock_sendto(sock, binding_request(), ("::1", port))
+            data = await asyncio.wait_for(loop.sock_recv(sock, 2048), 2)
+            response = aioice_stun.parse_message(data)
+            assert response.attributes["XOR-MAPPED-ADDRESS"] == sock.getsockname()[:2]
+
+
+async def test_change_request_leaves_from_the_alternate_socket() -> None:
+    port = free_udp_port("127.0.0.1", also=("127.0.0.2",))
+    alt = free_udp_port("127.0.0.1", also=("127.0.0.2",))
+    settings = RelaySettings.model_validate(
+        {
+            "listen": [f"127.0.0.1:{port}"],
+            "alt_listen": [f"127.0.0.2:{alt}"],
+            "metrics_listen": "",
+        }
+    )
+    loop = asyncio.get_running_loop()
+    async with running_relay(settings):
+        for flags, origin in (
+            (0, ("127.0.0.1", port)),
+            (2, ("127.0.0.1", alt)),
+            (4, ("127.0.0.2", port)),
+            (6, ("127.0.0.2", alt)),
+        ):
+            msg = aioice_stun.Message(
+                message_method=aioice_stun.Method.BINDING, message_class=aioice_stun.Class.REQUEST
+            )
+            msg.attributes["CHANGE-REQUEST"] = flags
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.bind(("127.0.0.1", 0))
+                sock.setblocking(False)
+                await loop.sock_sendto(sock, bytes(msg), ("127.0.0.1", port))
+                data, source = await asyncio.wait_for(loop.sock_recvfrom(sock, 2048), 2)
+            response = aioice_stun.parse_message(data)
+            assert source == origin
+            assert response.attributes["RESPONSE-ORIGIN"] == origin
+            assert response.attributes["OTHER-ADDRESS"] == ("127.0.0.2", alt)
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or (
+            line.startswith(name + "{") and line.split(" ")[0] == name
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in metrics:\n{text}")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_natkit_relay_survives_garbage_and_counts_it(workers: int) -> None:
+    port = free_udp_port()
+    metrics_port = free_tcp_port()
+    server = ("127.0.0.1", port)
+    with natkit_relay(
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--metrics-listen",
+        f"127.0.0.1:{metrics_port}",
+        "--log-level",
+        "warning",
+        wait_on=server,
+    ) as relay:
+        garbage = [os.urandom(n) for n in (0, 1, 19, 20, 21, 100, 548, 1400)]
+        bad_fp = bytearray(binding_request())
+        bad_fp[-1] ^= 0xFF
+        garbage += [bytes(bad_fp), b"\x00\x01\x00\x08" + b"\x21\x12\xa4\x42" + b"\x00" * 12]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for _ in range(50):
+                for datagram in garbage:
+                    sock.sendto(datagram, server)
+        # Still answering, in every worker (fresh sockets hash to different workers).
+        for _ in range(20):
+            assert stun_roundtrip(server).attributes["XOR-MAPPED-ADDRESS"][0] == "127.0.0.1"
+        assert relay.process.poll() is None
+        text = ""
+        for _ in range(50):  # workers report once a second
+            text = scrape(metrics_port)
+            if metric(text, 'natkit_stun_requests_total{method="binding"}') >= 21:
+                break
+            time.sleep(0.1)
+        assert metric(text, 'natkit_stun_requests_total{method="binding"}') >= 21
+        assert metric(text, 'natkit_stun_dropped_total{reason="bad_fingerprint"}') == 50
+        assert metric(text, 'natkit_stun_dropped_total{reason="not_stun"}') >= 50 * 3
+        assert metric(text, "natkit_relay_workers") == workers
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/livez", timeout=5) as r:
+            assert r.status == 200
+
+
+def test_port_in_use_is_a_clear_error() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+        for workers in ("1", "2"):
+            with natkit_relay(
+                "--listen", f"127.0.0.1:{port}", "--workers", workers, "--metrics-listen", ""
+            ) as relay:
+                assert relay.process.wait(20) != 0
+                out = relay.output()
+                assert "Address already in use" in out, out
+
+
+def test_invalid_flag_value_is_a_clear_error() -> None:
+    with natkit_relay("--listen", "nonsense") as relay:
+        assert relay.process.wait(20) == 2
+        assert "--listen" in relay.output()
