@@ -40,10 +40,14 @@ class StunCollector(Collector):
             "natkit_stun_requests", "STUN requests received", labels=["method"]
         )
         for method, n in sorted(counters.requests.items()):
+            if method == Method.BINDING:
+                n = counters.binding_requests()
             requests.add_metric([_method_name(method)], n)
         yield requests
         yield CounterMetricFamily(
-            "natkit_stun_success_responses", "STUN success responses sent", value=counters.success
+            "natkit_stun_success_responses",
+            "STUN success responses sent",
+            value=counters.successes(),
         )
         errors = CounterMetricFamily(
             "natkit_stun_error_responses", "STUN error responses sent", labels=["code"]

@@ -47,6 +47,8 @@ _U32 = struct.Struct("!I")
 _FINGERPRINT_XOR = 0x5354554E
 _FINGERPRINT_TLV = b"\x80\x28\x00\x04"  # FINGERPRINT type and length (RFC 8489 §14.7)
 _BINDING_REQUEST = 0x0001
+# Type Binding request, length 8 (FINGERPRINT alone), magic cookie.
+_FAST_REQUEST_PREFIX = b"\x00\x01\x00\x08\x21\x12\xa4\x42"
 _BINDING_SUCCESS = 0x0101
 _CLASS_MASK = 0x0110  # the two class bits of the message type (RFC 8489 §5)
 _ADDRESS_CACHE_LIMIT = 65536
@@ -93,6 +95,7 @@ class BindingService:
         # [ipv6 * 2 + fingerprint] (the length depends on both).
         self._suffix: list[bytes] = []
         self._headers: list[tuple[bytes, bytes, bytes, bytes]] = []
+        self._header_crc: list[int] = []  # CRC-32 of the IPv4 + FINGERPRINT header
         for listener in self.listeners:
             suffix = b"".join(self._suffix_attributes(listener))
             self._suffix.append(suffix)
@@ -102,6 +105,7 @@ class BindingService:
                     length = (24 if v6 else 12) + len(suffix) + (8 if fp else 0)
                     headers.append(_HEADER.pack(_BINDING_SUCCESS, length, MAGIC_COOKIE))
             self._headers.append((headers[0], headers[1], headers[2], headers[3]))
+            self._header_crc.append(crc32(headers[1]))
 
     def _suffix_attributes(self, listener: Listener) -> list[bytes]:
         parts = []
@@ -121,6 +125,37 @@ class BindingService:
 
     def handle(self, data: bytes, addr: Address, index: int) -> Reply | None:
         """Answer one datagram received on listener ``index`` from ``addr``."""
+        # Fast path: a Binding request carrying only FINGERPRINT, from an IPv4 address
+        # seen before -- what ICE agents and STUN clients send over and over. Every check
+        # of the general path is here too: exact size, type, length, cookie, FINGERPRINT
+        # TLV and its CRC (RFC 8489 §14.7); anything else falls through to it.
+        if len(data) == 28 and data[:8] == _FAST_REQUEST_PREFIX and data[20:24] == _FINGERPRINT_TLV:
+            xma = self._xor_v4.get(addr)
+            if (
+                xma is not None
+                and crc32(data[:20]) ^ _FINGERPRINT_XOR == _U32.unpack_from(data, 24)[0]
+            ):
+                tid = data[8:20]
+                suffix = self._suffix[index]
+                self.counters.fast_bindings += 1
+                crc = crc32(suffix, crc32(xma, crc32(tid, self._header_crc[index])))
+                return (
+                    b"".join(
+                        (
+                            self._headers[index][1],
+                            tid,
+                            xma,
+                            suffix,
+                            _FINGERPRINT_TLV,
+                            _U32.pack(crc ^ _FINGERPRINT_XOR),
+                        )
+                    ),
+                    index,
+                    addr,
+                )
+        return self._general(data, addr, index)
+
+    def _general(self, data: bytes, addr: Address, index: int) -> Reply | None:
         counters = self.counters
         size = len(data)
         if size < 20 or data[0] & 0xC0:
@@ -132,16 +167,15 @@ class BindingService:
             return None
         if cookie != MAGIC_COOKIE:
             return self._classic(data, addr, index)
-        if msg_type == _BINDING_REQUEST:
-            if length == 8 and data[20:24] == _FINGERPRINT_TLV:
-                if not check_fingerprint(data, 20):
-                    counters.dropped[DropReason.BAD_FINGERPRINT] += 1
-                    return None
-                counters.requests[Method.BINDING] += 1
-                return self._fast_success(data[8:20], addr, index, True)
-            if length == 0:
-                counters.requests[Method.BINDING] += 1
-                return self._fast_success(data[8:20], addr, index, False)
+        if msg_type == _BINDING_REQUEST and (
+            length == 0 or (length == 8 and data[20:24] == _FINGERPRINT_TLV)
+        ):
+            fp = length == 8
+            if fp and not check_fingerprint(data, 20):
+                counters.dropped[DropReason.BAD_FINGERPRINT] += 1
+                return None
+            counters.count_request(Method.BINDING)
+            return self._simple_success(data[8:20], addr, index, fp)
         try:
             return self._full(data, addr, index, msg_type)
         except Exception:  # a bug must not take the worker down; count and carry on
@@ -149,23 +183,17 @@ class BindingService:
             log.exception("internal error handling a %d-byte datagram from %s", size, addr)
             return None
 
-    # ---------------------------------------------------------------- fast path
-
-    def _fast_success(self, tid: bytes, addr: Address, index: int, fp: bool) -> Reply:
-        if len(addr) == 2:
-            xma = self._xor_v4.get(addr)
-            if xma is None:
-                # The IPv4 XOR-MAPPED-ADDRESS depends only on the address (XOR with the
-                # cookie); IPv6 also XORs with the transaction id (RFC 8489 §14.2).
-                xma = self._xor_mapped(addr, tid)
-                if len(self._xor_v4) >= _ADDRESS_CACHE_LIMIT:
-                    self._xor_v4.clear()
-                self._xor_v4[addr] = xma
-            header = self._headers[index][fp]
-        else:
-            xma = self._xor_mapped(addr, tid)
-            header = self._headers[index][2 + fp]
-        body = b"".join((header, tid, xma, self._suffix[index]))
+    def _simple_success(self, tid: bytes, addr: Address, index: int, fp: bool) -> Reply:
+        """Success for a Binding request with no attribute but FINGERPRINT."""
+        xma = self._xor_mapped(addr, tid)
+        v6 = len(addr) != 2
+        if not v6:
+            # The IPv4 XOR-MAPPED-ADDRESS depends only on the address (XOR with the
+            # cookie); IPv6 also XORs with the transaction id (RFC 8489 §14.2).
+            if len(self._xor_v4) >= _ADDRESS_CACHE_LIMIT:
+                self._xor_v4.clear()
+            self._xor_v4[addr] = xma
+        body = b"".join((self._headers[index][2 * v6 + fp], tid, xma, self._suffix[index]))
         self.counters.success += 1
         if fp:
             body = b"".join((body, _FINGERPRINT_TLV, _U32.pack(crc32(body) ^ _FINGERPRINT_XOR)))

@@ -32,8 +32,17 @@ class StunCounters:
     requests: dict[int, int] = field(default_factory=lambda: {Method.BINDING: 0})  # by method
     indications: int = 0
     success: int = 0
+    # Binding requests answered on the fast path: each is both a Binding request and a
+    # success, counted once here to keep the per-packet work minimal.
+    fast_bindings: int = 0
     error_responses: dict[int, int] = field(default_factory=dict)  # by error code
     dropped: list[int] = field(default_factory=lambda: [0] * len(DropReason))
+
+    def binding_requests(self) -> int:
+        return self.requests[Method.BINDING] + self.fast_bindings
+
+    def successes(self) -> int:
+        return self.success + self.fast_bindings
 
     def count_request(self, method: int) -> None:
         self.requests[method] = self.requests.get(method, 0) + 1
@@ -48,5 +57,6 @@ class StunCounters:
             self.error_responses[code] = self.error_responses.get(code, 0) + n
         self.indications += other.indications
         self.success += other.success
+        self.fast_bindings += other.fast_bindings
         for i, n in enumerate(other.dropped):
             self.dropped[i] += n

@@ -17,7 +17,6 @@ from relay.server.binding import BindingService
 from relay.server.counters import DropReason
 from relay.server.listeners import Listener, plan_listeners
 from relay.settings import RelaySettings
-from relay.stun import Method
 
 CLIENT = ("198.51.100.7", 40000)
 CLIENT6 = ("2001:db8::7", 40000, 0, 0)
@@ -81,8 +80,8 @@ def test_binding_fast_path_fingerprint() -> None:
     # No alternate address: no RFC 5780 attributes.
     assert "OTHER-ADDRESS" not in response.attributes
     assert (send_from, destination) == (0, CLIENT)
-    assert service.counters.requests[Method.BINDING] == 1
-    assert service.counters.success == 1
+    assert service.counters.binding_requests() == 1
+    assert service.counters.successes() == 1
 
 
 def test_binding_without_fingerprint_gets_none_back() -> None:
@@ -106,7 +105,7 @@ def test_cached_address_uses_each_transaction_id() -> None:
     service = BindingService(plain_listeners())
     first, second = request(), request()
     r1, _, _ = answer(service, bytes(first), CLIENT)
-    r2, _, _ = answer(service, bytes(second), CLIENT)
+    r2, _, _ = answer(service, bytes(second), CLIENT)  # served from the address cache
     assert (r1.transaction_id, r2.transaction_id) == (first.transaction_id, second.transaction_id)
     other = ("203.0.113.9", 1)
     r3, _, _ = answer(service, bytes(request()), other)
@@ -119,12 +118,17 @@ def test_bad_fingerprint_is_dropped() -> None:
     data[-1] ^= 1
     assert service.handle(bytes(data), CLIENT, 0) is None
     assert service.counters.dropped[DropReason.BAD_FINGERPRINT] == 1
+    # Also once the client's address is cached (the fast path).
+    assert service.handle(bytes(request()), CLIENT, 0) is not None
+    assert service.handle(bytes(data), CLIENT, 0) is None
+    assert service.counters.dropped[DropReason.BAD_FINGERPRINT] == 2
+    assert service.counters.successes() == 1
     # Same on the full path (a request with more attributes than FINGERPRINT).
     data = bytearray(bytes(request(SOFTWARE="x")))
     data[-1] ^= 1
     assert service.handle(bytes(data), CLIENT, 0) is None
-    assert service.counters.dropped[DropReason.BAD_FINGERPRINT] == 2
-    assert service.counters.success == 0
+    assert service.counters.dropped[DropReason.BAD_FINGERPRINT] == 3
+    assert service.counters.successes() == 1
 
 
 @pytest.mark.parametrize(

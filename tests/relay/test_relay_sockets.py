@@ -199,3 +199,49 @@ def test_invalid_flag_value_is_a_clear_error() -> None:
     with natkit_relay("--listen", "nonsense") as relay:
         assert relay.process.wait(20) == 2
         assert "--listen" in relay.output()
+
+
+def child_pids(pid: int) -> list[int]:
+    pids: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            pids += [int(p) for p in f.read().split()]
+    return pids
+
+
+def cmdline(pid: int) -> bytes:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read()
+
+
+def test_dead_worker_is_restarted_and_sigterm_stops_cleanly() -> None:
+    port = free_udp_port()
+    metrics_port = free_tcp_port()
+    server = ("127.0.0.1", port)
+    with natkit_relay(
+        *("--listen", f"127.0.0.1:{port}", "--workers", "2"),
+        *("--metrics-listen", f"127.0.0.1:{metrics_port}", "--log-level", "info"),
+        wait_on=server,
+    ) as relay:
+        # The workers are spawned interpreters (multiprocessing's spawn_main).
+        workers = [p for p in child_pids(relay.process.pid) if b"spawn_main" in cmdline(p)]
+        assert len(workers) == 2
+        os.kill(workers[0], 9)
+        deadline = time.monotonic() + 15
+        replaced = False
+        while time.monotonic() < deadline:
+            now = set(child_pids(relay.process.pid))
+            if workers[0] not in now and len(now - set(workers)) >= 1:
+                text = scrape(metrics_port)
+                if metric(text, "natkit_relay_workers") == 2:
+                    replaced = True
+                    break
+            time.sleep(0.1)
+        assert replaced
+        for _ in range(20):
+            assert stun_roundtrip(server).attributes["XOR-MAPPED-ADDRESS"][0] == "127.0.0.1"
+        relay.process.terminate()
+        assert relay.process.wait(15) == 0
+        out = relay.output()
+        assert "restarting" in out, out
+        assert "relay stopping" in out, out
