@@ -81,7 +81,8 @@ ATTR_NAMES = {
 
 DEFAULT_TARGETS = "reflector,bare,coturn,natkit"
 DEFAULT_NATKIT_CMD = (
-    "{python} -m natkit relay --workers 1 --listen {host}:{port} --log-level warning"
+    "{python} -m natkit relay --workers 1 --listen {host}:{port} "
+    "--metrics-listen '' --log-level warning"
 )
 HOST = "127.0.0.1"
 

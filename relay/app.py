@@ -16,7 +16,7 @@ from relay.metrics import StunCollector, create_metrics_app
 from relay.server.binding import BindingService
 from relay.server.counters import StunCounters
 from relay.server.listeners import Listener, plan_listeners
-from relay.server.udp import open_listeners
+from relay.server.udp import Listening, open_listeners
 from relay.server.workers import WorkerPool
 from relay.settings import RelaySettings
 
@@ -35,22 +35,28 @@ class _InProcess:
             counters=self._counters,
         )
         self._listeners = listeners
-        self._transports: list[asyncio.DatagramTransport] = []
+        self._batched = settings.batch_io
+        self._listening: Listening | None = None
 
     async def start(self) -> None:
-        self._transports = await open_listeners(
-            self._listeners, self._service.handle, reuse_port=False
+        self._listening = await open_listeners(
+            self._listeners,
+            self._service.handle,
+            self._counters,
+            reuse_port=False,
+            batched=self._batched,
         )
 
     async def stop(self) -> None:
-        for transport in self._transports:
-            transport.close()
+        if self._listening is not None:
+            self._listening.close()
+            self._listening = None
 
     def totals(self) -> StunCounters:
         return self._counters
 
     def alive(self) -> int:
-        return 1 if self._transports else 0
+        return 1 if self._listening is not None else 0
 
 
 async def _start_metrics(

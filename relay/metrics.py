@@ -64,6 +64,11 @@ class StunCollector(Collector):
         for reason in DropReason:
             dropped.add_metric([reason.name.lower()], counters.dropped[reason])
         yield dropped
+        yield CounterMetricFamily(
+            "natkit_stun_send_failures",
+            "replies the socket refused (send buffer full, unroutable destination)",
+            value=counters.send_failures,
+        )
         yield GaugeMetricFamily(
             "natkit_relay_workers", "worker processes serving", value=self._workers()
         )

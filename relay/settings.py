@@ -56,6 +56,11 @@ class RelaySettings(BaseSettings):
     workers: int = Field(
         default=1, ge=1, le=256, description="worker processes sharing the ports (SO_REUSEPORT)"
     )
+    batch_io: bool = Field(
+        default=True,
+        description="serve UDP with recvmmsg/sendmmsg batches (Linux); off: one event-loop "
+        "callback per datagram",
+    )
     rfc3489: bool = Field(
         default=False,
         description="also answer classic RFC 3489 requests (no magic cookie); off by default "

@@ -23,6 +23,7 @@ class DropReason(IntEnum):
     UNEXPECTED_CLASS = 4  # a response the server never asked for
     MALFORMED = 5  # not parseable and not a request we could answer with 400
     INTERNAL_ERROR = 6  # a bug: counted and logged, the worker keeps going
+    TOO_LARGE = 7  # larger than the receive buffer (no STUN message over UDP is)
 
 
 @dataclass(slots=True)
@@ -35,6 +36,7 @@ class StunCounters:
     # Binding requests answered on the fast path: each is both a Binding request and a
     # success, counted once here to keep the per-packet work minimal.
     fast_bindings: int = 0
+    send_failures: int = 0  # replies the socket refused (buffer full, unroutable)
     error_responses: dict[int, int] = field(default_factory=dict)  # by error code
     dropped: list[int] = field(default_factory=lambda: [0] * len(DropReason))
 
@@ -58,5 +60,6 @@ class StunCounters:
         self.indications += other.indications
         self.success += other.success
         self.fast_bindings += other.fast_bindings
+        self.send_failures += other.send_failures
         for i, n in enumerate(other.dropped):
             self.dropped[i] += n

@@ -10,7 +10,9 @@ from collections.abc import Callable, Sequence
 from typing import cast
 
 from relay.endpoint import Endpoint
+from relay.server import mmsg
 from relay.server.binding import Address, Reply
+from relay.server.counters import StunCounters
 from relay.server.listeners import Listener
 
 log = logging.getLogger(__name__)
@@ -25,11 +27,16 @@ SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 class DatagramShim(asyncio.DatagramProtocol):
     """Feeds each datagram to ``handle`` and sends the reply from the socket it names."""
 
-    __slots__ = ("_handle", "_index", "_transports")
+    __slots__ = ("_counters", "_handle", "_index", "_transports")
 
     def __init__(
-        self, handle: Handler, index: int, transports: list[asyncio.DatagramTransport | None]
+        self,
+        handle: Handler,
+        index: int,
+        transports: list[asyncio.DatagramTransport | None],
+        counters: StunCounters,
     ) -> None:
+        self._counters = counters
         self._handle = handle
         self._index = index
         self._transports = transports
@@ -45,6 +52,7 @@ class DatagramShim(asyncio.DatagramProtocol):
                 try:
                     transport.sendto(reply[0], reply[2])
                 except OSError as exc:  # e.g. an unroutable destination: not our problem
+                    self._counters.send_failures += 1
                     log.debug("sendto %s failed: %s", reply[2], exc)
 
     def error_received(self, exc: Exception) -> None:
@@ -71,23 +79,57 @@ def bind_udp(address: Endpoint, *, reuse_port: bool) -> socket.socket:
     return sock
 
 
+class Listening:
+    """The bound sockets of a set of listeners, served until ``close()``."""
+
+    def __init__(self) -> None:
+        self._closers: list[Callable[[], None]] = []
+
+    def add(self, closer: Callable[[], None]) -> None:
+        self._closers.append(closer)
+
+    def close(self) -> None:
+        for closer in reversed(self._closers):
+            closer()
+        self._closers.clear()
+
+
 async def open_listeners(
-    listeners: Sequence[Listener], handle: Handler, *, reuse_port: bool
-) -> list[asyncio.DatagramTransport]:
-    """Bind every listener and start feeding ``handle``; returns the transports."""
+    listeners: Sequence[Listener],
+    handle: Handler,
+    counters: StunCounters,
+    *,
+    reuse_port: bool,
+    batched: bool = True,
+) -> Listening:
+    """Bind every listener and start feeding ``handle``.
+
+    With ``batched`` (and on Linux) the sockets are served with recvmmsg/sendmmsg
+    (``relay.server.mmsg``); otherwise through the event loop's datagram transports.
+    """
     loop = asyncio.get_running_loop()
-    transports: list[asyncio.DatagramTransport | None] = [None] * len(listeners)
-    opened: list[asyncio.DatagramTransport] = []
+    listening = Listening()
+    sockets: list[socket.socket] = []
     try:
         for listener in listeners:
-            sock = bind_udp(listener.address, reuse_port=reuse_port)
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda i=listener.index: DatagramShim(handle, i, transports),  # type: ignore[misc]
-                sock=sock,
-            )
-            opened.append(transport)
+            sockets.append(bind_udp(listener.address, reuse_port=reuse_port))
+        if batched and mmsg.available():
+            for listener, sock in zip(listeners, sockets, strict=True):
+                served = mmsg.BatchedDatagramSocket(sock, listener.index, handle, sockets, counters)
+                served.start(loop)
+                listening.add(sock.close)
+                listening.add(lambda served=served: served.stop(loop))  # type: ignore[misc]
+        else:
+            transports: list[asyncio.DatagramTransport | None] = [None] * len(listeners)
+            for listener, sock in zip(listeners, sockets, strict=True):
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda i=listener.index: DatagramShim(handle, i, transports, counters),  # type: ignore[misc]
+                    sock=sock,
+                )
+                listening.add(transport.close)
     except BaseException:
-        for transport in opened:
-            transport.close()
+        listening.close()
+        for sock in sockets:
+            sock.close()
         raise
-    return opened
+    return listening

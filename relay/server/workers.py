@@ -67,7 +67,9 @@ async def _worker_serve(
     service = BindingService(
         listeners, software=settings.software, rfc3489=settings.rfc3489, counters=counters
     )
-    transports = await open_listeners(listeners, service.handle, reuse_port=True)
+    listening = await open_listeners(
+        listeners, service.handle, counters, reuse_port=True, batched=settings.batch_io
+    )
     conn.send(("ready", os.getpid()))
     try:
         while not stop.is_set():
@@ -78,8 +80,7 @@ async def _worker_serve(
             except OSError:
                 break
     finally:
-        for transport in transports:
-            transport.close()
+        listening.close()
 
 
 class _Slot:
