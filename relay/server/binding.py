@@ -310,7 +310,8 @@ class BindingService:
             ((AttributeType.ERROR_CODE, ErrorCode(code, reason)),),
         )
         self.counters.count_error(code)
-        return response.encode(fingerprint=True), index, addr
+        fingerprint = data[-8:-4] == _FINGERPRINT_TLV  # the request carried one (RFC 8489 §7.3)
+        return response.encode(fingerprint=fingerprint), index, addr
 
     # ---------------------------------------------------------------- RFC 3489
 
