@@ -80,3 +80,26 @@ def test_turnutils_natdiscovery_with_padding(rfc5780_relay: tuple[int, int]) -> 
     )
     assert "NAT with Endpoint Independent Mapping!" in out, out
     assert "NAT with Endpoint Independent Filtering!" in out, out
+
+
+@pytest.mark.parametrize("rfc3489", [True, False])
+def test_classic_rfc3489_client(rfc3489: bool) -> None:
+    """pystun3 (a classic RFC 3489 client) classifies loopback as 'Open Internet' only when
+    --rfc3489 is on; by default classic requests go unanswered."""
+    import stun  # pystun3
+
+    port = free_udp_port("127.0.0.1", also=("127.0.0.2",))
+    alt = free_udp_port("127.0.0.1", also=("127.0.0.2",))
+    flag = "--rfc3489" if rfc3489 else "--no-rfc3489"
+    with natkit_relay(
+        *("--listen", f"127.0.0.1:{port}", "--alt-listen", f"127.0.0.2:{alt}", flag),
+        *("--metrics-listen", "", "--log-level", "warning"),
+        wait_on=("127.0.0.1", port),
+    ):
+        nat_type, ip, _ = stun.get_ip_info(
+            source_ip="127.0.0.1", source_port=0, stun_host="127.0.0.1", stun_port=port
+        )
+    if rfc3489:
+        assert (nat_type, ip) == ("Open Internet", "127.0.0.1")
+    else:
+        assert (nat_type, ip) == ("Blocked", None)
