@@ -24,7 +24,6 @@ from relay.server.listeners import Listener
 from relay.stun import (
     MAGIC_COOKIE,
     AttributeType,
-    ChangeRequest,
     ErrorCode,
     Message,
     MessageClass,
@@ -236,23 +235,35 @@ class BindingService:
             return self._error(request, addr, index, 420, "Unknown Attribute", unknown)
         return self._binding(request, addr, index)
 
+    def _reply_socket(self, request: Message, index: int) -> int | None:
+        """The listener a response to ``request`` leaves from, per its CHANGE-REQUEST;
+        ``None`` when it asks for a change this listener has no alternate for."""
+        change = request.get(AttributeType.CHANGE_REQUEST)
+        if change is None or not (change.change_ip or change.change_port):
+            return index
+        table = self.listeners[index].change
+        if table is None:
+            return None
+        return table[change.change_ip << 1 | change.change_port]
+
+    def _no_alternate(self, request: Message, addr: Address, index: int) -> Reply:
+        # RFC 5780 §7.2: a server without an alternate address answers a CHANGE-REQUEST
+        # with 420, listing CHANGE-REQUEST in UNKNOWN-ATTRIBUTES.
+        return self._error(
+            request,
+            addr,
+            index,
+            420,
+            "Unknown Attribute: no alternate address",
+            [AttributeType.CHANGE_REQUEST],
+        )
+
     def _binding(self, request: Message, addr: Address, index: int) -> Reply | None:
         listener = self.listeners[index]
-        send_from, destination = index, addr
-        change = request.get(AttributeType.CHANGE_REQUEST)
-        if isinstance(change, ChangeRequest) and (change.change_ip or change.change_port):
-            if listener.change is None:
-                # RFC 5780 §7.2: a server without an alternate address answers a
-                # CHANGE-REQUEST with 420, listing CHANGE-REQUEST as unknown.
-                return self._error(
-                    request,
-                    addr,
-                    index,
-                    420,
-                    "Unknown Attribute: no alternate address",
-                    [AttributeType.CHANGE_REQUEST],
-                )
-            send_from = listener.change[change.change_ip << 1 | change.change_port]
+        destination = addr
+        send_from = self._reply_socket(request, index)
+        if send_from is None:
+            return self._no_alternate(request, addr, index)
         response_port = request.get(AttributeType.RESPONSE_PORT)
         if isinstance(response_port, int):
             # RFC 5780 §7.5: send to the source IP of the request, at RESPONSE-PORT.
@@ -335,14 +346,9 @@ class BindingService:
             return None
         counters.count_request(Method.BINDING)
         listener = self.listeners[index]
-        send_from = index
-        change = request.get(AttributeType.CHANGE_REQUEST)
-        if isinstance(change, ChangeRequest) and (change.change_ip or change.change_port):
-            if listener.change is None:
-                return self._error(
-                    request, addr, index, 420, "Unknown Attribute", [AttributeType.CHANGE_REQUEST]
-                )
-            send_from = listener.change[change.change_ip << 1 | change.change_port]
+        send_from = self._reply_socket(request, index)
+        if send_from is None:
+            return self._no_alternate(request, addr, index)
         # RFC 3489 §11.2: MAPPED-ADDRESS, SOURCE-ADDRESS (where the response leaves from)
         # and CHANGED-ADDRESS (the alternate; omitted when there is none).
         attributes: list[tuple[int, object]] = [

@@ -74,6 +74,21 @@ async def aioice_binding(server: tuple[str, int]) -> tuple[str, int, tuple[str, 
 pytestmark = pytest.mark.parametrize("batch_io", [True, False], ids=["batched", "loop"])
 
 
+def rfc5780_settings(batch_io: bool) -> tuple[RelaySettings, int, int]:
+    """Settings for 127.0.0.1:port with its alternate 127.0.0.2:alt."""
+    port = free_udp_port("127.0.0.1", also=("127.0.0.2",))
+    alt = free_udp_port("127.0.0.1", also=("127.0.0.2",))
+    settings = RelaySettings.model_validate(
+        {
+            "listen": [f"127.0.0.1:{port}"],
+            "alt_listen": [f"127.0.0.2:{alt}"],
+            "metrics_listen": "",
+            "batch_io": batch_io,
+        }
+    )
+    return settings, port, alt
+
+
 async def test_aioice_client_gets_its_address(batch_io: bool) -> None:
     port = free_udp_port()
     settings = RelaySettings.model_validate(
@@ -101,16 +116,7 @@ async def test_ipv6_loopback(batch_io: bool) -> None:
 
 
 async def test_change_request_leaves_from_the_alternate_socket(batch_io: bool) -> None:
-    port = free_udp_port("127.0.0.1", also=("127.0.0.2",))
-    alt = free_udp_port("127.0.0.1", also=("127.0.0.2",))
-    settings = RelaySettings.model_validate(
-        {
-            "listen": [f"127.0.0.1:{port}"],
-            "alt_listen": [f"127.0.0.2:{alt}"],
-            "metrics_listen": "",
-            "batch_io": batch_io,
-        }
-    )
+    settings, port, alt = rfc5780_settings(batch_io)
     loop = asyncio.get_running_loop()
     async with running_relay(settings):
         for flags, origin in (
@@ -138,16 +144,7 @@ async def test_bursts_mixed_with_garbage_all_answered(batch_io: bool) -> None:
     """Several batches' worth at once, valid requests interleaved with junk, an oversized
     datagram and requests answered from another socket: every valid request gets exactly
     its own answer, from the right source."""
-    port = free_udp_port("127.0.0.1", also=("127.0.0.2",))
-    alt = free_udp_port("127.0.0.1", also=("127.0.0.2",))
-    settings = RelaySettings.model_validate(
-        {
-            "listen": [f"127.0.0.1:{port}"],
-            "alt_listen": [f"127.0.0.2:{alt}"],
-            "metrics_listen": "",
-            "batch_io": batch_io,
-        }
-    )
+    settings, port, alt = rfc5780_settings(batch_io)
     loop = asyncio.get_running_loop()
     async with running_relay(settings):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
