@@ -46,8 +46,7 @@ def _up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for alt in settings.alt_listen:
         print(f"  STUN alt   stun:{alt}  (RFC 5780 NAT behaviour discovery)")
     if settings.metrics_listen is not None:
-        print(f"  metrics    http://{settings.metrics_listen}/metrics")
-    print("  rendezvous (not yet part of natkit)", flush=True)
+        print(f"  metrics    http://{settings.metrics_listen}/metrics", flush=True)
     app.run(settings)
     return 0
 

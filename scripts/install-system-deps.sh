@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Debian packages the test suite and the benchmarks need (run as root). Idempotent: only
-# calls apt-get when something is missing.
+# Debian packages natkit needs (run as root). Idempotent: only calls apt-get when something
+# is missing. With no arguments: everything the test suite and the benchmarks use; with
+# arguments: just those packages.
 set -euo pipefail
 packages=(coturn redis-server iptables nftables conntrack iproute2 gcc python3-venv)
+if (($#)); then packages=("$@"); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,6 +23,7 @@ fi
 # The Debian coturn and redis packages may start system services; the tests start their own
 # instances on free ports, so stop these to keep the default ports free.
 for svc in coturn redis-server; do
+  [[ " ${packages[*]} " == *" $svc "* ]] || continue
   if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl stop "$svc" || true
   fi
