@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from pydantic import Field
@@ -46,7 +47,8 @@ def _up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for alt in settings.alt_listen:
         print(f"  STUN alt   stun:{alt}  (RFC 5780 NAT behaviour discovery)")
     if settings.metrics_listen is not None:
-        print(f"  metrics    http://{settings.metrics_listen}/metrics", flush=True)
+        print(f"  metrics    http://{settings.metrics_listen}/metrics")
+    sys.stdout.flush()
     app.run(settings)
     return 0
 
