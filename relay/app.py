@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
 
@@ -12,51 +13,34 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from relay.eventloop import loop_factory
-from relay.metrics import StunCollector, create_metrics_app
-from relay.server.binding import BindingService
-from relay.server.counters import StunCounters
+from relay.metrics import RelayCollector, create_metrics_app
+from relay.runtime import RelayCounters, RelayRuntime
 from relay.server.listeners import Listener, plan_listeners
-from relay.server.udp import Listening, open_listeners
-from relay.server.workers import WorkerPool
 from relay.settings import RelaySettings
+from relay.workers import WorkerPool
 
 log = logging.getLogger("relay")
 
 
 class _InProcess:
-    """``--workers 1``: the listeners run in this process, on this loop."""
+    """``--workers 1``: the relay runs in this process, on this loop."""
 
     def __init__(self, settings: RelaySettings, listeners: tuple[Listener, ...]) -> None:
-        self._counters = StunCounters()
-        self._service = BindingService(
-            listeners,
-            software=settings.software,
-            rfc3489=settings.rfc3489,
-            counters=self._counters,
+        self._runtime = RelayRuntime(
+            settings, listeners, nonce_secret=os.urandom(32), reuse_port=False
         )
-        self._listeners = listeners
-        self._batched = settings.batch_io
-        self._listening: Listening | None = None
 
     async def start(self) -> None:
-        self._listening = await open_listeners(
-            self._listeners,
-            self._service.handle,
-            self._counters,
-            reuse_port=False,
-            batched=self._batched,
-        )
+        await self._runtime.start()
 
     async def stop(self) -> None:
-        if self._listening is not None:
-            self._listening.close()
-            self._listening = None
+        await self._runtime.stop()
 
-    def totals(self) -> StunCounters:
-        return self._counters
+    def totals(self) -> RelayCounters:
+        return self._runtime.snapshot()
 
     def alive(self) -> int:
-        return 1 if self._listening is not None else 0
+        return 1 if self._runtime.running else 0
 
 
 async def _start_metrics(
@@ -65,7 +49,7 @@ async def _start_metrics(
     if settings.metrics_listen is None:
         return None
     registry = CollectorRegistry()
-    registry.register(StunCollector(server.totals, server.alive))
+    registry.register(RelayCollector(server.totals, server.alive))
     app = create_metrics_app(registry, lambda: server.alive() == settings.workers)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -7,6 +7,7 @@ comma-separated (``RELAY_LISTEN=127.0.0.1:3478,127.0.0.2:3478``).
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
@@ -32,12 +33,22 @@ def _endpoint(value: object) -> object:
     return Endpoint.parse(value, default_port=3478) if isinstance(value, str) else value
 
 
+def _ip(value: object) -> object:
+    if isinstance(value, str):
+        return str(ipaddress.ip_address(value.strip().strip("[]")))
+    return value
+
+
 EndpointField = Annotated[Endpoint, BeforeValidator(_endpoint)]
+StrList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
+EndpointHostList = Annotated[
+    list[Annotated[str, BeforeValidator(_ip)]], NoDecode, BeforeValidator(_split_list)
+]
 EndpointList = Annotated[list[EndpointField], NoDecode, BeforeValidator(_split_list)]
 
 
 class RelaySettings(BaseSettings):
-    """Settings of ``natkit relay`` (STUN server; TURN comes next)."""
+    """Settings of ``natkit relay``: STUN (RFC 8489, RFC 5780) and TURN (RFC 8656)."""
 
     model_config = SettingsConfigDict(env_prefix="RELAY_", extra="forbid")
 
@@ -77,6 +88,47 @@ class RelaySettings(BaseSettings):
     )
     log_level: LogLevel = Field(default="info", description="logging level")
 
+    # --- TURN (RFC 8656) ---
+    realm: str = Field(default="natkit", min_length=1, max_length=127, description="TURN realm")
+    user: StrList = Field(
+        default_factory=list,
+        description="TURN long-term credential NAME:PASSWORD; repeat for several users",
+    )
+    auth_secret: StrList = Field(
+        default_factory=list,
+        description="TURN REST API shared secret (username = EXPIRY:USER, password = "
+        "base64(HMAC-SHA1(secret, username))); repeat to accept several while rotating",
+    )
+    allow_peer: StrList = Field(
+        default_factory=list,
+        description="CIDR of peer addresses to allow although denied by default "
+        "(e.g. 127.0.0.0/8 for tests)",
+    )
+    deny_peer: StrList = Field(
+        default_factory=list, description="CIDR of peer addresses to deny in addition"
+    )
+    relay_ip: EndpointHostList = Field(
+        default_factory=list,
+        description="IP to bind relayed sockets to, one per address family (default: the "
+        "first specific --listen address of each family)",
+    )
+    min_port: int = Field(default=49152, ge=1024, le=65535, description="lowest relay port")
+    max_port: int = Field(default=65535, ge=1024, le=65535, description="highest relay port")
+    max_allocations: int = Field(
+        default=100_000, ge=0, description="allocations at most, in total per worker"
+    )
+    user_quota: int = Field(
+        default=0, ge=0, description="allocations at most per user (0: unlimited)"
+    )
+    legacy_channels: bool = Field(
+        default=True,
+        description="accept ChannelBind numbers 0x5000-0x7FFF as RFC 5766 did (coturn's "
+        "clients use them); off: only RFC 8656's 0x4000-0x4FFF",
+    )
+    max_lifetime: int = Field(
+        default=3600, ge=600, le=86400, description="longest allocation lifetime, seconds"
+    )
+
     @field_validator("metrics_listen", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
@@ -105,6 +157,39 @@ class RelaySettings(BaseSettings):
                     "IP address and port"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _check_turn(self) -> RelaySettings:
+        if self.min_port > self.max_port:
+            raise ValueError(f"--min-port {self.min_port} is above --max-port {self.max_port}")
+        for entry in self.user:
+            name, sep, password = entry.partition(":")
+            if not sep or not name or not password:
+                raise ValueError(f"--user {entry!r}: expected NAME:PASSWORD")
+        for option, cidrs in (("--allow-peer", self.allow_peer), ("--deny-peer", self.deny_peer)):
+            for cidr in cidrs:
+                try:
+                    ipaddress.ip_network(cidr, strict=False)
+                except ValueError:
+                    raise ValueError(f"{option} {cidr!r}: not a CIDR") from None
+        families = [Endpoint(ip, 0).family for ip in self.relay_ip]
+        if len(set(families)) != len(families):
+            raise ValueError("--relay-ip: at most one address per family")
+        return self
+
+    def users(self) -> dict[str, str]:
+        """``--user`` entries as a mapping name -> password."""
+        return dict(entry.split(":", 1) for entry in self.user)
+
+    def relay_ips(self) -> dict[int, str]:
+        """Family -> IP to bind relayed sockets to."""
+        ips: dict[int, str] = {}
+        for ip in self.relay_ip:
+            ips[Endpoint(ip, 0).family] = ip
+        for endpoint in self.listen:
+            if endpoint.family not in ips and not endpoint.is_wildcard:
+                ips[endpoint.family] = endpoint.host
+        return ips
 
     def primary_for(self, alt: Endpoint) -> Endpoint | None:
         """The first ``listen`` address of ``alt``'s family: the RFC 5780 primary."""

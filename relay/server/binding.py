@@ -1,7 +1,7 @@
 """Sans-IO STUN Binding server: RFC 8489 Binding, RFC 5780 NAT behaviour discovery, and
 optionally classic RFC 3489.
 
-``BindingService.handle(data, addr, listener_index)`` takes one received datagram and
+``BindingService.handle(data, addr, listener_index, now)`` takes one received datagram and
 returns the one datagram to send back, as ``(payload, listener_index_to_send_from,
 destination)``, or ``None``. It never raises on network input: anything it cannot answer
 is counted in ``StunCounters.dropped`` by reason. Binding needs no timers.
@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 from relay.server.counters import DropReason, StunCounters
 from relay.server.listeners import Listener
+from relay.server.types import Address, Reply
 from relay.stun import (
     MAGIC_COOKIE,
     AttributeType,
@@ -38,8 +39,6 @@ from relay.stun import (
 
 log = logging.getLogger(__name__)
 
-Address = tuple[str, int] | tuple[str, int, int, int]
-Reply = tuple[bytes, int, Address]
 
 _HEADER = struct.Struct("!HHI")
 _U32 = struct.Struct("!I")
@@ -122,8 +121,11 @@ class BindingService:
 
     # ---------------------------------------------------------------- entry point
 
-    def handle(self, data: bytes, addr: Address, index: int) -> Reply | None:
-        """Answer one datagram received on listener ``index`` from ``addr``."""
+    def handle(self, data: bytes, addr: Address, index: int, now: float = 0.0) -> Reply | None:
+        """Answer one datagram received on listener ``index`` from ``addr``.
+
+        ``now`` is unused (Binding keeps no state); it is there so that every core shares
+        one signature."""
         # Fast path: a Binding request carrying only FINGERPRINT, from an IPv4 address
         # seen before -- what ICE agents and STUN clients send over and over. Every check
         # of the general path is here too: exact size, type, length, cookie, FINGERPRINT
@@ -219,7 +221,7 @@ class BindingService:
                 counters.dropped[DropReason.MALFORMED] += 1
                 return None
             counters.count_request(msg_type & 0x3EEF)
-            return self._error_from_header(data, addr, index, 400, f"Bad Request: {exc}")
+            return self.bad_request(data, addr, index, str(exc))
         if request.message_class == MessageClass.INDICATION:
             counters.indications += 1  # RFC 8489 §6.3.2: no response to an indication
             return None
@@ -308,12 +310,11 @@ class BindingService:
         self.counters.count_error(code)
         return response.encode(fingerprint=request.has_fingerprint), index, addr
 
-    def _error_from_header(
-        self, data: bytes, addr: Address, index: int, code: int, reason: str
-    ) -> Reply:
+    def bad_request(self, data: bytes, addr: Address, index: int, problem: str) -> Reply:
         """A 400 for a request whose body did not parse: only the header is trusted."""
         method = _HEADER.unpack_from(data)[0] & 0x3EEF
-        reason = reason[:127]  # RFC 8489 §14.8: reason phrase under 128 characters
+        code = 400
+        reason = f"Bad Request: {problem}"[:127]  # RFC 8489 §14.8: under 128 characters
         response = Message(
             method,
             MessageClass.ERROR,

@@ -20,14 +20,18 @@ import logging
 import socket
 import struct
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from relay.server.binding import Address, Reply
 from relay.server.counters import DropReason, StunCounters
+from relay.server.types import Address, Reply
+
+if TYPE_CHECKING:
+    from relay.server.udp import Dispatcher
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[bytes, Address, int], Reply | None]
+Handler = Callable[[bytes, Address, int, float], Reply | None]
 
 BATCH = 64
 BUFFER_SIZE = 2048  # larger than any datagram a STUN server accepts over UDP
@@ -134,15 +138,17 @@ class BatchedDatagramSocket:
         sock: socket.socket,
         index: int,
         handle: Handler,
-        sockets: Sequence[socket.socket],
+        dispatcher: Dispatcher,
         counters: StunCounters,
+        time: Callable[[], float],
     ) -> None:
         self._sock = sock
         self._counters = counters
         self._fd = sock.fileno()
         self._index = index
         self._handle = handle
-        self._sockets = sockets
+        self._dispatcher = dispatcher
+        self._time = time
         # Each socket has one family (IPv6 sockets are V6ONLY), so the kernel always
         # writes the same address length and the headers never need resetting.
         self._namelen = 16 if sock.family == socket.AF_INET else _SOCKADDR_IN6_SIZE
@@ -173,6 +179,7 @@ class BatchedDatagramSocket:
         tx_data, tx_names, tx_iovs = tx.data_view, tx.names_view, tx.iovs_view
         namelen, index, handle = self._namelen, self._index, self._handle
         addresses = self._addresses
+        now = self._time()
         queued = 0
         for i in range(count):
             base = i * _MMSG_SIZE
@@ -191,12 +198,12 @@ class BatchedDatagramSocket:
                 if len(addresses) >= 65536:
                     addresses.clear()
                 addresses[name] = addr
-            reply = handle(data, addr, index)
+            reply = handle(data, addr, index, now)
             if reply is None:
                 continue
             payload, send_from, destination = reply
             if send_from != index or destination is not addr or len(payload) > BUFFER_SIZE:
-                self._send_elsewhere(payload, send_from, destination)
+                self._dispatcher.send(reply)
                 continue
             out = queued * BUFFER_SIZE
             tx_data[out : out + len(payload)] = payload
@@ -221,10 +228,3 @@ class BatchedDatagramSocket:
                 start += 1
                 continue
             start += sent
-
-    def _send_elsewhere(self, payload: bytes, send_from: int, destination: Address) -> None:
-        try:
-            self._sockets[send_from].sendto(payload, destination)
-        except OSError as exc:  # full buffer, unroutable destination: UDP may drop
-            self._counters.send_failures += 1
-            log.debug("sendto %s failed: %s", destination, exc)

@@ -1,4 +1,10 @@
-"""The asyncio shim around a sans-IO datagram core: one protocol object per bound socket."""
+"""The asyncio shims around the sans-IO datagram cores.
+
+Listening sockets are served either with batched recvmmsg/sendmmsg (``relay.server.mmsg``,
+Linux) or through the event loop's datagram transport (``DatagramShim``). Either way a
+``Dispatcher`` sends each reply: from a listening socket (the reply names its index) or
+through a ``Sink`` (a relayed socket, a client connection).
+"""
 
 from __future__ import annotations
 
@@ -7,53 +13,62 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable, Sequence
-from typing import cast
 
 from relay.endpoint import Endpoint
 from relay.server import mmsg
-from relay.server.binding import Address, Reply
 from relay.server.counters import StunCounters
 from relay.server.listeners import Listener
+from relay.server.types import Address, Reply
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[bytes, Address, int], Reply | None]
+# (data, client address, listener index, now) -> reply
+Handler = Callable[[bytes, Address, int, float], Reply | None]
 
 # Room for bursts: the kernel default (~200 KiB) drops under a load test long before the
 # process is saturated. Best effort: capped by net.core.rmem_max / wmem_max.
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 
 
-class DatagramShim(asyncio.DatagramProtocol):
-    """Feeds each datagram to ``handle`` and sends the reply from the socket it names."""
+class Dispatcher:
+    """Sends replies: from listening socket ``n`` when the reply names ``n``, else through
+    the ``Sink`` it names. UDP may drop: a refused send is counted, never raised."""
 
-    __slots__ = ("_counters", "_handle", "_index", "_transports")
+    __slots__ = ("_counters", "sockets")
+
+    def __init__(self, sockets: Sequence[socket.socket], counters: StunCounters) -> None:
+        self.sockets = sockets
+        self._counters = counters
+
+    def send(self, reply: Reply) -> None:
+        payload, sink, destination = reply
+        try:
+            if isinstance(sink, int):
+                self.sockets[sink].sendto(payload, destination)
+            else:
+                sink.send(payload, destination)
+        except OSError as exc:  # buffer full, unroutable destination: UDP may drop
+            self._counters.send_failures += 1
+            log.debug("send to %s failed: %s", destination, exc)
+
+
+class DatagramShim(asyncio.DatagramProtocol):
+    """Feeds each datagram to ``handle`` and passes the reply to the dispatcher."""
+
+    __slots__ = ("_dispatcher", "_handle", "_index", "_time")
 
     def __init__(
-        self,
-        handle: Handler,
-        index: int,
-        transports: list[asyncio.DatagramTransport | None],
-        counters: StunCounters,
+        self, handle: Handler, index: int, dispatcher: Dispatcher, time: Callable[[], float]
     ) -> None:
-        self._counters = counters
         self._handle = handle
         self._index = index
-        self._transports = transports
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transports[self._index] = cast(asyncio.DatagramTransport, transport)
+        self._dispatcher = dispatcher
+        self._time = time
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
-        reply = self._handle(data, addr, self._index)
+        reply = self._handle(data, addr, self._index, self._time())
         if reply is not None:
-            transport = self._transports[reply[1]]
-            if transport is not None:
-                try:
-                    transport.sendto(reply[0], reply[2])
-                except OSError as exc:  # e.g. an unroutable destination: not our problem
-                    self._counters.send_failures += 1
-                    log.debug("sendto %s failed: %s", reply[2], exc)
+            self._dispatcher.send(reply)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors from earlier sends (port unreachable, ...): expected on the internet.
@@ -82,7 +97,8 @@ def bind_udp(address: Endpoint, *, reuse_port: bool) -> socket.socket:
 class Listening:
     """The bound sockets of a set of listeners, served until ``close()``."""
 
-    def __init__(self) -> None:
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
         self._closers: list[Callable[[], None]] = []
 
     def add(self, closer: Callable[[], None]) -> None:
@@ -108,22 +124,24 @@ async def open_listeners(
     (``relay.server.mmsg``); otherwise through the event loop's datagram transports.
     """
     loop = asyncio.get_running_loop()
-    listening = Listening()
     sockets: list[socket.socket] = []
+    dispatcher = Dispatcher(sockets, counters)
+    listening = Listening(dispatcher)
     try:
         for listener in listeners:
             sockets.append(bind_udp(listener.address, reuse_port=reuse_port))
         if batched and mmsg.available():
             for listener, sock in zip(listeners, sockets, strict=True):
-                served = mmsg.BatchedDatagramSocket(sock, listener.index, handle, sockets, counters)
+                served = mmsg.BatchedDatagramSocket(
+                    sock, listener.index, handle, dispatcher, counters, loop.time
+                )
                 served.start(loop)
                 listening.add(sock.close)
                 listening.add(lambda served=served: served.stop(loop))  # type: ignore[misc]
         else:
-            transports: list[asyncio.DatagramTransport | None] = [None] * len(listeners)
             for listener, sock in zip(listeners, sockets, strict=True):
                 transport, _ = await loop.create_datagram_endpoint(
-                    lambda i=listener.index: DatagramShim(handle, i, transports, counters),  # type: ignore[misc]
+                    lambda i=listener.index: DatagramShim(handle, i, dispatcher, loop.time),  # type: ignore[misc]
                     sock=sock,
                 )
                 listening.add(transport.close)

@@ -2,7 +2,9 @@
 
 The supervisor (the process that runs ``natkit relay``) checks the ports are free, starts
 the workers, restarts one that dies, and sums their counters for ``/metrics``: each worker
-sends a snapshot of its ``StunCounters`` once a second over a pipe.
+sends a snapshot of its ``RelayCounters`` once a second over a pipe. TURN allocations
+live in the worker that owns the client's 5-tuple: SO_REUSEPORT hashes a client's
+datagrams to the same socket, so to the same worker, every time.
 """
 
 from __future__ import annotations
@@ -19,10 +21,9 @@ from collections.abc import Sequence
 from multiprocessing.process import BaseProcess
 
 from relay.eventloop import loop_factory
-from relay.server.binding import BindingService
-from relay.server.counters import StunCounters
+from relay.runtime import RelayCounters, RelayRuntime
 from relay.server.listeners import Listener
-from relay.server.udp import bind_udp, open_listeners
+from relay.server.udp import bind_udp
 from relay.settings import RelaySettings
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ def check_ports_free(listeners: Sequence[Listener]) -> None:
 def _worker_main(
     settings: RelaySettings,
     listeners: Sequence[Listener],
+    nonce_secret: bytes,
     conn: multiprocessing.connection.Connection,
 ) -> None:
     """Entry point of one worker process."""
@@ -50,12 +52,13 @@ def _worker_main(
     )
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        runner.run(_worker_serve(settings, listeners, conn))
+        runner.run(_worker_serve(settings, listeners, nonce_secret, conn))
 
 
 async def _worker_serve(
     settings: RelaySettings,
     listeners: Sequence[Listener],
+    nonce_secret: bytes,
     conn: multiprocessing.connection.Connection,
 ) -> None:
     loop = asyncio.get_running_loop()
@@ -63,24 +66,19 @@ async def _worker_serve(
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     # The supervisor never writes to us: readability means it went away (EOF).
     loop.add_reader(conn.fileno(), stop.set)
-    counters = StunCounters()
-    service = BindingService(
-        listeners, software=settings.software, rfc3489=settings.rfc3489, counters=counters
-    )
-    listening = await open_listeners(
-        listeners, service.handle, counters, reuse_port=True, batched=settings.batch_io
-    )
+    runtime = RelayRuntime(settings, listeners, nonce_secret=nonce_secret, reuse_port=True)
+    await runtime.start()
     conn.send(("ready", os.getpid()))
     try:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), REPORT_INTERVAL)
             try:
-                conn.send(("counters", counters))
+                conn.send(("counters", runtime.snapshot()))
             except OSError:
                 break
     finally:
-        listening.close()
+        await runtime.stop()
 
 
 class _Slot:
@@ -89,7 +87,7 @@ class _Slot:
     def __init__(self, process: BaseProcess, conn: multiprocessing.connection.Connection) -> None:
         self.process = process
         self.conn = conn
-        self.latest = StunCounters()
+        self.latest = RelayCounters()
         self.ready = False
         self.started = time.monotonic()
 
@@ -102,7 +100,10 @@ class WorkerPool:
         self._listeners = tuple(listeners)
         self._ctx = multiprocessing.get_context("spawn")
         self._slots: list[_Slot | None] = [None] * settings.workers
-        self._retired = StunCounters()  # totals of workers that have exited
+        self._retired = RelayCounters()  # totals of workers that have exited
+        # One nonce secret for every worker, so a restarted worker still accepts the
+        # nonces its predecessor issued (RFC 8489 §9.2: nonces are the server's).
+        self._nonce_secret = os.urandom(32)
         self._watcher: asyncio.Task[None] | None = None
 
     async def start(self, timeout: float = 30.0) -> None:
@@ -124,7 +125,7 @@ class WorkerPool:
         parent_conn, child_conn = self._ctx.Pipe(duplex=False)
         process = self._ctx.Process(
             target=_worker_main,
-            args=(self._settings, self._listeners, child_conn),
+            args=(self._settings, self._listeners, self._nonce_secret, child_conn),
             name=f"natkit-relay-worker-{i}",
             daemon=True,
         )
@@ -172,8 +173,8 @@ class WorkerPool:
     def alive(self) -> int:
         return sum(1 for s in self._slots if s is not None and s.process.is_alive())
 
-    def totals(self) -> StunCounters:
-        total = StunCounters()
+    def totals(self) -> RelayCounters:
+        total = RelayCounters()
         total.merge(self._retired)
         for slot in self._slots:
             if slot is not None:

@@ -1,0 +1,154 @@
+"""One relay process: its listening sockets, the Binding and TURN cores, the relayed
+sockets and the timer that expires allocations. Used in-process (``--workers 1``) and by
+each worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from relay.server.binding import BindingService
+from relay.server.counters import StunCounters
+from relay.server.listeners import Listener
+from relay.server.types import Address
+from relay.server.udp import Listening, open_listeners
+from relay.settings import RelaySettings
+from relay.turn.allocation import AllocationManager
+from relay.turn.auth import LongTermAuthenticator
+from relay.turn.counters import TurnCounters
+from relay.turn.policy import PeerPolicy
+from relay.turn.server import TurnConfig, TurnServer
+from relay.turn.sockets import UdpRelayPorts, UdpRelaySocket
+
+log = logging.getLogger(__name__)
+
+TIMER_INTERVAL = 1.0
+
+
+@dataclass(slots=True)
+class RelayCounters:
+    """Everything one relay process counts; summed across workers with ``merge``."""
+
+    stun: StunCounters = field(default_factory=StunCounters)
+    turn: TurnCounters = field(default_factory=TurnCounters)
+
+    def merge(self, other: RelayCounters) -> None:
+        self.stun.merge(other.stun)
+        self.turn.merge(other.turn)
+
+
+class RelayRuntime:
+    """Serves ``listeners`` on the running event loop until ``stop()``."""
+
+    def __init__(
+        self,
+        settings: RelaySettings,
+        listeners: Sequence[Listener],
+        *,
+        nonce_secret: bytes,
+        reuse_port: bool,
+    ) -> None:
+        self.settings = settings
+        self.listeners = tuple(listeners)
+        self.counters = RelayCounters()
+        self._nonce_secret = nonce_secret
+        self._reuse_port = reuse_port
+        self._listening: Listening | None = None
+        self._timer: asyncio.Task[None] | None = None
+        self.turn: TurnServer | None = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        binding = BindingService(
+            self.listeners,
+            software=settings.software,
+            rfc3489=settings.rfc3489,
+            counters=self.counters.stun,
+        )
+        relay_ips = {
+            socket.AddressFamily(family): (ip, ip) for family, ip in settings.relay_ips().items()
+        }
+        ports = UdpRelayPorts(
+            loop,
+            relay_ips,
+            min_port=settings.min_port,
+            max_port=settings.max_port,
+            on_datagram=self._peer_datagram,
+        )
+        self.turn = TurnServer(
+            binding,
+            authenticator=LongTermAuthenticator(
+                realm=settings.realm,
+                users=settings.users(),
+                secrets=settings.auth_secret,
+                nonce_secret=self._nonce_secret,
+            ),
+            policy=PeerPolicy(allow=settings.allow_peer, deny=settings.deny_peer),
+            ports=ports,
+            allocations=AllocationManager(
+                max_allocations=settings.max_allocations, user_quota=settings.user_quota
+            ),
+            config=TurnConfig(
+                max_lifetime=float(settings.max_lifetime),
+                legacy_channels=settings.legacy_channels,
+            ),
+            software=settings.software,
+            counters=self.counters.turn,
+        )
+        if not settings.user and not settings.auth_secret:
+            log.warning("TURN has no credentials (--user / --auth-secret): Allocate gets 401")
+        self._listening = await open_listeners(
+            self.listeners,
+            self.turn.handle_client,
+            self.counters.stun,
+            reuse_port=self._reuse_port,
+            batched=settings.batch_io,
+        )
+        self._timer = asyncio.create_task(self._tick())
+
+    def _peer_datagram(self, relay: UdpRelaySocket, data: bytes, addr: Address) -> None:
+        turn, listening = self.turn, self._listening
+        if turn is None or listening is None:
+            return
+        reply = turn.handle_peer(relay, data, addr, asyncio.get_running_loop().time())
+        if reply is not None:
+            listening.dispatcher.send(reply)
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(TIMER_INTERVAL)
+            if self.turn is not None:
+                self.turn.handle_timer(loop.time())
+
+    def snapshot(self) -> RelayCounters:
+        """The counters, with the TURN gauges brought up to date."""
+        turn = self.turn
+        if turn is not None:
+            gauges = self.counters.turn
+            allocations = list(turn.allocations)
+            gauges.allocations = len(allocations)
+            gauges.permissions = sum(len(a.permissions) for a in allocations)
+            gauges.channels = sum(len(a.channels) for a in allocations)
+        return self.counters
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+            self._timer = None
+        if self.turn is not None:
+            self.turn.close()
+        if self._listening is not None:
+            self._listening.close()
+            self._listening = None
+
+    @property
+    def running(self) -> bool:
+        return self._listening is not None

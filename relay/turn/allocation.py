@@ -1,0 +1,235 @@
+"""TURN allocations (RFC 8656 §2.2, §7-§12): what one client holds on the relay.
+
+An ``Allocation`` is keyed by its 5-tuple -- the client transport (the listening UDP
+socket's index, or a TCP/TLS connection object) and the client's address -- and owns its
+relayed sockets (one per address family, two for a dual allocation, RFC 8656 §7.2),
+permissions (peer IP -> expiry, §9) and channels (number <-> peer, §12). The
+``AllocationManager`` indexes allocations, enforces the quotas and expires allocations on
+a timer heap; permissions and channels are checked lazily on use and swept periodically.
+Everything is driven by the ``now`` the caller passes in: no clock reads, no I/O.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from relay.server.types import Address, Transport
+
+# RFC 8656 §3.3/§7.2/§9/§12: lifetimes in seconds.
+DEFAULT_ALLOCATION_LIFETIME = 600.0
+PERMISSION_LIFETIME = 300.0
+CHANNEL_LIFETIME = 600.0
+RESERVATION_LIFETIME = 30.0  # RFC 8656 §7.2: a reserved (EVEN-PORT R) port is held ~30 s
+# RFC 8656 §12: after a channel binding expires, its number and peer stay unusable for
+# another 5 minutes ("cool-down"), so that late ChannelData is not misdelivered.
+CHANNEL_COOLDOWN = 300.0
+CHANNEL_MIN, CHANNEL_MAX = 0x4000, 0x4FFF
+# RFC 5766 §11 allowed up to 0x7FFF; RFC 8656 §12 reserved 0x5000-0xFFFF. coturn's own
+# clients still pick numbers up to 0x7FFF, so the relay accepts them unless told not to.
+LEGACY_CHANNEL_MAX = 0x7FFF
+
+
+class RelaySocket(Protocol):
+    """A bound UDP socket relaying one allocation's traffic to and from peers."""
+
+    family: socket.AddressFamily
+    address: tuple[str, int]  # the relayed transport address advertised to the client
+    allocation: Allocation | None
+
+    def send(self, data: bytes, addr: Address) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class RelayPorts(Protocol):
+    """Binds relayed sockets: ``port=None`` for any port in range, else that port.
+
+    Returns ``None`` when it cannot (no free port, family not configured)."""
+
+    def bind(self, family: socket.AddressFamily, port: int | None) -> RelaySocket | None: ...
+
+    def families(self) -> frozenset[socket.AddressFamily]: ...
+
+
+@dataclass(slots=True, eq=False)
+class Channel:
+    number: int
+    peer: Address
+    expiry: float
+
+
+@dataclass(slots=True, eq=False)
+class Allocation:
+    """One client's allocation. Identity semantics (``eq=False``): it is a live object."""
+
+    key: tuple[Transport, Address]
+    client: Transport  # a listener index or a connection
+    client_addr: Address
+    username: str  # the USERNAME that created it: later requests must match (441)
+    user: str  # the account it counts against for quotas
+    key_material: bytes  # long-term key, to protect responses to the client
+    relays: dict[socket.AddressFamily, RelaySocket]
+    expiry: float
+    transaction_id: bytes  # of the Allocate that created it (retransmissions, §7.2)
+    permissions: dict[str, float] = field(default_factory=dict)  # peer IP -> expiry
+    channels: dict[int, Channel] = field(default_factory=dict)
+    peer_channels: dict[Address, Channel] = field(default_factory=dict)
+    cooldown: dict[int | Address, float] = field(default_factory=dict)  # expired channels
+    reservation_token: bytes | None = None
+    alive: bool = True
+    # Traffic counters for metrics and quotas.
+    packets_to_peer: int = 0
+    bytes_to_peer: int = 0
+    packets_to_client: int = 0
+    bytes_to_client: int = 0
+
+    def has_permission(self, ip: str, now: float) -> bool:
+        expiry = self.permissions.get(ip)
+        return expiry is not None and expiry > now
+
+    def channel_for_number(self, number: int, now: float) -> Channel | None:
+        channel = self.channels.get(number)
+        return channel if channel is not None and channel.expiry > now else None
+
+    def sweep(self, now: float) -> None:
+        """Forget expired permissions and channels (checked lazily on use anyway)."""
+        for ip in [ip for ip, expiry in self.permissions.items() if expiry <= now]:
+            del self.permissions[ip]
+        for number, channel in list(self.channels.items()):
+            if channel.expiry <= now:
+                del self.channels[number]
+                self.peer_channels.pop(channel.peer, None)
+                cool = channel.expiry + CHANNEL_COOLDOWN
+                self.cooldown[number] = cool
+                self.cooldown[channel.peer] = cool
+        for item in [k for k, until in self.cooldown.items() if until <= now]:
+            del self.cooldown[item]
+
+
+class QuotaExceeded(Exception):
+    """Raised by ``AllocationManager.add`` when a quota would be exceeded (486)."""
+
+
+class AllocationManager:
+    """All allocations of one relay process, by 5-tuple and by relayed socket."""
+
+    def __init__(self, *, max_allocations: int, user_quota: int) -> None:
+        self.max_allocations = max_allocations
+        self.user_quota = user_quota  # 0: unlimited
+        self._by_key: dict[tuple[Transport, Address], Allocation] = {}
+        self._per_user: dict[str, int] = {}
+        self._expiries: list[tuple[float, int, Allocation]] = []
+        self._sequence = itertools.count()
+        # token -> (reserved socket, expiry) for EVEN-PORT with R (RFC 8656 §7.2)
+        self._reservations: dict[bytes, tuple[RelaySocket, float]] = {}
+        self._next_sweep = 0.0
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def __iter__(self) -> Iterator[Allocation]:
+        return iter(list(self._by_key.values()))
+
+    def get(self, key: tuple[Transport, Address]) -> Allocation | None:
+        return self._by_key.get(key)
+
+    def check_quota(self, user: str) -> str | None:
+        """Why a new allocation for ``user`` would exceed a quota, or ``None``."""
+        if len(self._by_key) >= self.max_allocations:
+            return "total allocation quota reached"
+        if self.user_quota and self._per_user.get(user, 0) >= self.user_quota:
+            return "user allocation quota reached"
+        return None
+
+    def add(self, allocation: Allocation) -> None:
+        reason = self.check_quota(allocation.user)
+        if reason is not None:
+            raise QuotaExceeded(reason)
+        self._by_key[allocation.key] = allocation
+        self._per_user[allocation.user] = self._per_user.get(allocation.user, 0) + 1
+        for relay in allocation.relays.values():
+            relay.allocation = allocation
+        self.schedule(allocation)
+
+    def schedule(self, allocation: Allocation) -> None:
+        """(Re)arm the expiry timer after ``allocation.expiry`` changed."""
+        heapq.heappush(self._expiries, (allocation.expiry, next(self._sequence), allocation))
+
+    def remove(self, allocation: Allocation) -> None:
+        if not allocation.alive:
+            return
+        allocation.alive = False
+        self._by_key.pop(allocation.key, None)
+        remaining = self._per_user.get(allocation.user, 1) - 1
+        if remaining:
+            self._per_user[allocation.user] = remaining
+        else:
+            self._per_user.pop(allocation.user, None)
+        for relay in allocation.relays.values():
+            relay.allocation = None
+            relay.close()
+        allocation.relays.clear()
+        allocation.permissions.clear()
+        allocation.channels.clear()
+        allocation.peer_channels.clear()
+
+    # ------------------------------------------------------------ reservations
+
+    def reserve(self, token: bytes, relay: RelaySocket, now: float) -> None:
+        self._reservations[token] = (relay, now + RESERVATION_LIFETIME)
+
+    def claim(self, token: bytes, now: float) -> RelaySocket | None:
+        """The socket reserved under ``token`` (removed from the reservations)."""
+        entry = self._reservations.pop(token, None)
+        if entry is None:
+            return None
+        relay, expiry = entry
+        if expiry <= now:
+            relay.close()
+            return None
+        return relay
+
+    # ------------------------------------------------------------ timers
+
+    def next_timer(self) -> float | None:
+        """When ``expire`` next has work to do."""
+        candidates = [self._expiries[0][0]] if self._expiries else []
+        candidates += [expiry for _, expiry in self._reservations.values()]
+        if self._by_key:
+            candidates.append(self._next_sweep)
+        return min(candidates) if candidates else None
+
+    def expire(self, now: float, sweep_interval: float = 30.0) -> list[Allocation]:
+        """Remove allocations whose lifetime ended; returns them."""
+        expired = []
+        heap = self._expiries
+        while heap and heap[0][0] <= now:
+            _, _, allocation = heapq.heappop(heap)
+            if allocation.alive and allocation.expiry <= now:
+                self.remove(allocation)
+                expired.append(allocation)
+        for token, (relay, expiry) in list(self._reservations.items()):
+            if expiry <= now:
+                del self._reservations[token]
+                relay.close()
+        if now >= self._next_sweep:
+            self._next_sweep = now + sweep_interval
+            for allocation in self._by_key.values():
+                allocation.sweep(now)
+            # Drop stale heap entries of refreshed allocations so the heap stays O(n).
+            if len(heap) > 2 * len(self._by_key) + 64:
+                self._expiries = [e for e in heap if e[2].alive and e[0] == e[2].expiry]
+                heapq.heapify(self._expiries)
+        return expired
+
+    def close(self) -> None:
+        for allocation in list(self._by_key.values()):
+            self.remove(allocation)
+        for relay, _ in self._reservations.values():
+            relay.close()
+        self._reservations.clear()

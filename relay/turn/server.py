@@ -1,0 +1,613 @@
+"""Sans-IO TURN server (RFC 8656 over UDP client transports; relaying to peers over UDP).
+
+``TurnServer.handle_client(data, addr, transport, now)`` takes one datagram (or stream frame)
+from a client and ``TurnServer.handle_peer(relay, data, addr, now)`` one from a peer at a
+relayed socket; each returns at most one ``Reply`` -- ``(payload, sink, destination)``,
+where ``sink`` is a listener index (an int: send from that listening socket), or an object
+with ``send(data, addr)`` (a relayed socket or a client connection). STUN Binding and
+everything that is not TURN goes to the ``BindingService``. ``handle_timer(now)`` expires
+allocations; ``next_timer()`` says when it next has work.
+
+One handler per (method): ``_allocate``, ``_refresh``, ``_create_permission``,
+``_channel_bind``, ``_send_indication``; ChannelData and peer data take short fast paths.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from relay.server.binding import BindingService
+from relay.server.types import Address, Reply, Transport
+from relay.stun import (
+    MAGIC_COOKIE,
+    AddressErrorCode,
+    AttributeType,
+    ErrorCode,
+    Message,
+    MessageClass,
+    Method,
+    StunError,
+    encode_attribute,
+    encode_xor_address,
+    parse,
+)
+from relay.turn.allocation import (
+    CHANNEL_LIFETIME,
+    CHANNEL_MAX,
+    CHANNEL_MIN,
+    DEFAULT_ALLOCATION_LIFETIME,
+    LEGACY_CHANNEL_MAX,
+    PERMISSION_LIFETIME,
+    Allocation,
+    AllocationManager,
+    Channel,
+    RelayPorts,
+    RelaySocket,
+)
+from relay.turn.auth import Authenticated, IntegrityKind, LongTermAuthenticator, Rejected
+from relay.turn.counters import TurnCounters
+from relay.turn.policy import PeerPolicy
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("!HHI")
+_CHANNEL_HEADER = struct.Struct("!HH")
+UDP_PROTOCOL = 17  # REQUESTED-TRANSPORT value for UDP (RFC 8656 §18.7)
+FAMILY_IPV4, FAMILY_IPV6 = 0x01, 0x02  # REQUESTED-ADDRESS-FAMILY values (RFC 8656 §18.8)
+_FAMILIES = {FAMILY_IPV4: socket.AF_INET, FAMILY_IPV6: socket.AF_INET6}
+_TURN_METHODS = frozenset(
+    {Method.ALLOCATE, Method.REFRESH, Method.CREATE_PERMISSION, Method.CHANNEL_BIND, Method.SEND}
+)
+MAX_PERMISSIONS = 256  # per allocation; more gets 508 (RFC 8656 §9.2 allows refusing)
+_DATA_INDICATION_HEADER = struct.Struct("!HHI12s")
+
+
+@dataclass(frozen=True, slots=True)
+class TurnConfig:
+    max_lifetime: float = 3600.0
+    stream: bool = False  # ChannelData to clients padded to 4 bytes (TCP/TLS, RFC 8656 §12.5)
+    legacy_channels: bool = True  # accept RFC 5766 channel numbers 0x5000-0x7FFF
+
+    @property
+    def channel_max(self) -> int:
+        return LEGACY_CHANNEL_MAX if self.legacy_channels else CHANNEL_MAX
+
+
+def _family_of(ip: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
+
+
+class TurnServer:
+    """The TURN protocol core of one relay process."""
+
+    def __init__(
+        self,
+        binding: BindingService,
+        *,
+        authenticator: LongTermAuthenticator,
+        policy: PeerPolicy,
+        ports: RelayPorts,
+        allocations: AllocationManager,
+        config: TurnConfig | None = None,
+        software: str = "",
+        counters: TurnCounters | None = None,
+        on_event: Callable[[str, Allocation], None] | None = None,
+    ) -> None:
+        self.binding = binding
+        self.authenticator = authenticator
+        self.policy = policy
+        self.ports = ports
+        self.allocations = allocations
+        self.config = config if config is not None else TurnConfig()
+        self._channel_max = self.config.channel_max
+        self.software = software
+        self.counters = counters if counters is not None else TurnCounters()
+        self._on_event = on_event
+
+    # ------------------------------------------------------------ entry points
+
+    def handle_client(
+        self, data: bytes, addr: Address, transport: Transport, now: float
+    ) -> Reply | None:
+        """One datagram (or frame) from a client on ``transport``."""
+        if len(data) >= 4 and data[0] & 0xC0 == 0x40:
+            return self._channel_data(data, addr, transport, now)
+        if len(data) >= 20 and not data[0] & 0xC0:
+            msg_type, _, cookie = _HEADER.unpack_from(data)
+            if cookie == MAGIC_COOKIE and msg_type & 0x3EEF in _TURN_METHODS:
+                return self._turn_message(data, addr, transport, now)
+        if isinstance(transport, int):
+            return self.binding.handle(data, addr, transport, now)
+        return None  # STUN Binding over TCP/TLS: not yet
+
+    def handle_peer(
+        self, relay: RelaySocket, data: bytes, addr: Address, now: float
+    ) -> Reply | None:
+        """One datagram from ``addr`` (a peer) at relayed socket ``relay``."""
+        allocation = relay.allocation
+        if allocation is None or not allocation.has_permission(addr[0], now):
+            self.counters.peer_dropped += 1  # RFC 8656 §10.3: no permission, discard
+            return None
+        allocation.packets_to_client += 1
+        allocation.bytes_to_client += len(data)
+        channel = allocation.peer_channels.get((addr[0], addr[1]))
+        if channel is not None and channel.expiry > now:
+            # RFC 8656 §12.6: a bound channel carries it as ChannelData.
+            header = _CHANNEL_HEADER.pack(channel.number, len(data))
+            if self.config.stream and len(data) & 3:
+                payload = b"".join((header, data, bytes(4 - (len(data) & 3))))
+            else:
+                payload = header + data
+        else:
+            payload = self._data_indication(data, addr)
+        self.counters.to_client_packets += 1
+        self.counters.to_client_bytes += len(data)
+        return payload, allocation.client, allocation.client_addr
+
+    def handle_timer(self, now: float) -> None:
+        for allocation in self.allocations.expire(now):
+            self._event("expired", allocation)
+
+    def next_timer(self) -> float | None:
+        return self.allocations.next_timer()
+
+    def close(self) -> None:
+        self.allocations.close()
+
+    # ------------------------------------------------------------ data paths
+
+    def _channel_data(
+        self, data: bytes, addr: Address, transport: Transport, now: float
+    ) -> Reply | None:
+        number, length = _CHANNEL_HEADER.unpack_from(data)
+        allocation = self.allocations.get((transport, addr))
+        # RFC 8656 §12.4/§12.5: shorter than its header says, longer than the padding to
+        # 4 bytes allows (as relay.turn.framing), a reserved number or an unbound
+        # channel: silently discarded.
+        if (
+            allocation is None
+            or not 4 + length <= len(data) <= 4 + ((length + 3) & ~3)
+            or number > self._channel_max
+        ):
+            self.counters.client_dropped += 1
+            return None
+        channel = allocation.channel_for_number(number, now)
+        if channel is None or not allocation.has_permission(channel.peer[0], now):
+            self.counters.client_dropped += 1
+            return None
+        relay = allocation.relays.get(_family_of(channel.peer[0]))
+        if relay is None:
+            self.counters.client_dropped += 1
+            return None
+        payload = data[4 : 4 + length]
+        allocation.packets_to_peer += 1
+        allocation.bytes_to_peer += length
+        self.counters.to_peer_packets += 1
+        self.counters.to_peer_bytes += length
+        return payload, relay, channel.peer
+
+    def _data_indication(self, data: bytes, peer: Address) -> bytes:
+        """A Data indication (RFC 8656 §11.4): XOR-PEER-ADDRESS and DATA, no integrity."""
+        tid = os.urandom(12)
+        peer_attr = encode_attribute(
+            AttributeType.XOR_PEER_ADDRESS, encode_xor_address(peer[0], peer[1], tid)
+        )
+        data_attr = encode_attribute(AttributeType.DATA, data)
+        header = _DATA_INDICATION_HEADER.pack(
+            0x0017, len(peer_attr) + len(data_attr), MAGIC_COOKIE, tid
+        )
+        return b"".join((header, peer_attr, data_attr))
+
+    # ------------------------------------------------------------ STUN messages
+
+    def _turn_message(
+        self, data: bytes, addr: Address, transport: Transport, now: float
+    ) -> Reply | None:
+        try:
+            message = parse(data)
+        except StunError as exc:
+            self.counters.malformed += 1
+            if data[1] & 0x10 or data[0] & 0x01:  # not a request: nothing to answer
+                return None
+            if not isinstance(transport, int):
+                return None
+            return self.binding.bad_request(data, addr, transport, str(exc))
+        if message.message_class == MessageClass.INDICATION:
+            if message.method == Method.SEND:
+                return self._send_indication(message, addr, transport, now)
+            return None
+        if message.message_class != MessageClass.REQUEST:
+            return None
+        self.counters.count_request(message.method)
+        auth = self.authenticator.authenticate(message, addr[0], now)
+        if isinstance(auth, Rejected):
+            self.counters.count_auth_failure(auth.failure)
+            return self._reply(
+                message, addr, transport, auth.code, auth.reason, auth.attributes, None
+            )
+        allocation = self.allocations.get((transport, addr))
+        if message.method == Method.ALLOCATE:
+            return self._allocate(message, addr, transport, auth, allocation, now)
+        if allocation is None:
+            return self._error(message, addr, transport, auth, 437, "Allocation Mismatch")
+        if auth.username != allocation.username:
+            # RFC 8656 §5: requests on an allocation must use the credentials that made it.
+            return self._error(message, addr, transport, auth, 441, "Wrong Credentials")
+        if message.method == Method.REFRESH:
+            return self._refresh(message, addr, transport, auth, allocation, now)
+        if message.method == Method.CREATE_PERMISSION:
+            return self._create_permission(message, addr, transport, auth, allocation, now)
+        return self._channel_bind(message, addr, transport, auth, allocation, now)
+
+    def _lifetime(self, message: Message) -> float:
+        # RFC 8656 §7.2 / §8: min(requested, maximum); never below the default.
+        requested = message.get(AttributeType.LIFETIME)
+        if requested is None:
+            return DEFAULT_ALLOCATION_LIFETIME
+        return max(DEFAULT_ALLOCATION_LIFETIME, min(float(requested), self.config.max_lifetime))
+
+    def _allocate(
+        self,
+        message: Message,
+        addr: Address,
+        transport: Transport,
+        auth: Authenticated,
+        existing: Allocation | None,
+        now: float,
+    ) -> Reply:
+        if existing is not None:
+            if (
+                existing.transaction_id == message.transaction_id
+                and auth.username == existing.username
+            ):
+                # RFC 8656 §7.2: a retransmitted Allocate gets the success again.
+                return self._allocate_success(message, addr, transport, auth, existing, None)
+            return self._error(message, addr, transport, auth, 437, "Allocation Mismatch")
+        protocol = message.get(AttributeType.REQUESTED_TRANSPORT)
+        if protocol is None:
+            return self._error(message, addr, transport, auth, 400, "REQUESTED-TRANSPORT missing")
+        if protocol != UDP_PROTOCOL:
+            return self._error(
+                message, addr, transport, auth, 442, "Unsupported Transport Protocol"
+            )
+        token = message.get(AttributeType.RESERVATION_TOKEN)
+        even_port = message.get(AttributeType.EVEN_PORT)
+        requested_family = message.get(AttributeType.REQUESTED_ADDRESS_FAMILY)
+        additional_family = message.get(AttributeType.ADDITIONAL_ADDRESS_FAMILY)
+        if token is not None and (even_port is not None or requested_family is not None):
+            # RFC 8656 §7.2: RESERVATION-TOKEN excludes EVEN-PORT and REQUESTED-ADDRESS-FAMILY.
+            return self._error(message, addr, transport, auth, 400, "Bad Request")
+        if additional_family is not None and (
+            requested_family is not None or additional_family != FAMILY_IPV6
+        ):
+            # RFC 8656 §7.2: ADDITIONAL-ADDRESS-FAMILY is IPv6 only and excludes
+            # REQUESTED-ADDRESS-FAMILY.
+            return self._error(message, addr, transport, auth, 400, "Bad Request")
+        if requested_family is not None and requested_family not in _FAMILIES:
+            return self._error(message, addr, transport, auth, 440, "Address Family not Supported")
+        quota = self.allocations.check_quota(auth.user)
+        if quota is not None:
+            self.counters.quota_rejections += 1
+            return self._error(message, addr, transport, auth, 486, "Allocation Quota Reached")
+
+        relays: dict[socket.AddressFamily, RelaySocket] = {}
+        address_error: AddressErrorCode | None = None
+        reservation: bytes | None = None
+        if token is not None:
+            relay = self.allocations.claim(token, now)
+            if relay is None:
+                return self._error(message, addr, transport, auth, 508, "Insufficient Capacity")
+            relays[relay.family] = relay
+        else:
+            family = _FAMILIES[requested_family or FAMILY_IPV4]
+            if family not in self.ports.families():
+                return self._error(
+                    message, addr, transport, auth, 440, "Address Family not Supported"
+                )
+            if even_port is not None:
+                pair = self._bind_even(family, reserve=bool(even_port))
+                if pair is None:
+                    return self._error(message, addr, transport, auth, 508, "Insufficient Capacity")
+                relay, reserved = pair
+                if reserved is not None:
+                    reservation = os.urandom(8)
+                    self.allocations.reserve(reservation, reserved, now)
+            else:
+                bound = self.ports.bind(family, None)
+                if bound is None:
+                    return self._error(message, addr, transport, auth, 508, "Insufficient Capacity")
+                relay = bound
+            relays[family] = relay
+            if additional_family is not None:
+                # A dual allocation (RFC 8656 §7.2): failing the IPv6 half is reported in
+                # ADDRESS-ERROR-CODE, the IPv4 half still succeeds.
+                extra = (
+                    self.ports.bind(socket.AF_INET6, None)
+                    if socket.AF_INET6 in self.ports.families()
+                    else None
+                )
+                if extra is None:
+                    address_error = AddressErrorCode(
+                        FAMILY_IPV6, 440, "Address Family not Supported"
+                    )
+                else:
+                    relays[socket.AF_INET6] = extra
+        allocation = Allocation(
+            key=(transport, addr),
+            client=transport,
+            client_addr=addr,
+            username=auth.username,
+            user=auth.user,
+            key_material=auth.key,
+            relays=relays,
+            expiry=now + self._lifetime(message),
+            transaction_id=message.transaction_id,
+            reservation_token=reservation,
+        )
+        self.allocations.add(allocation)
+        self.counters.allocations_created += 1
+        self._event("allocated", allocation)
+        return self._allocate_success(
+            message, addr, transport, auth, allocation, address_error, now
+        )
+
+    def _bind_even(
+        self, family: socket.AddressFamily, *, reserve: bool
+    ) -> tuple[RelaySocket, RelaySocket | None] | None:
+        """An even port, and with ``reserve`` the next one held too (RFC 8656 §7.2)."""
+        for _ in range(64):
+            first = self.ports.bind(family, None)
+            if first is None:
+                return None
+            port = first.address[1]
+            if port & 1:
+                first.close()
+                continue
+            if not reserve:
+                return first, None
+            second = self.ports.bind(family, port + 1)
+            if second is not None:
+                return first, second
+            first.close()
+        return None
+
+    def _allocate_success(
+        self,
+        message: Message,
+        addr: Address,
+        transport: Transport,
+        auth: Authenticated,
+        allocation: Allocation,
+        address_error: AddressErrorCode | None,
+        now: float | None = None,
+    ) -> Reply:
+        attributes: list[tuple[int, object]] = [
+            (AttributeType.XOR_RELAYED_ADDRESS, relay.address)
+            for relay in allocation.relays.values()
+        ]
+        remaining = allocation.expiry - now if now is not None else self._lifetime(message)
+        attributes.append((AttributeType.LIFETIME, max(0, int(remaining))))
+        if allocation.reservation_token is not None:
+            attributes.append((AttributeType.RESERVATION_TOKEN, allocation.reservation_token))
+        if address_error is not None:
+            attributes.append((AttributeType.ADDRESS_ERROR_CODE, address_error))
+        attributes.append((AttributeType.XOR_MAPPED_ADDRESS, (addr[0], addr[1])))
+        return self._success(message, addr, transport, auth, attributes)
+
+    def _refresh(
+        self,
+        message: Message,
+        addr: Address,
+        transport: Transport,
+        auth: Authenticated,
+        allocation: Allocation,
+        now: float,
+    ) -> Reply:
+        requested = message.get(AttributeType.LIFETIME)
+        family_value = message.get(AttributeType.REQUESTED_ADDRESS_FAMILY)
+        if family_value is not None:
+            family = _FAMILIES.get(family_value)
+            if family is None or family not in allocation.relays:
+                # RFC 8656 §8: refreshing a family the allocation does not have.
+                return self._error(
+                    message, addr, transport, auth, 443, "Peer Address Family Mismatch"
+                )
+            if requested == 0 and len(allocation.relays) > 1:
+                allocation.relays.pop(family).close()
+                return self._success(message, addr, transport, auth, [(AttributeType.LIFETIME, 0)])
+        if requested == 0:
+            self.allocations.remove(allocation)
+            self._event("deleted", allocation)
+            return self._success(message, addr, transport, auth, [(AttributeType.LIFETIME, 0)])
+        lifetime = self._lifetime(message)
+        allocation.expiry = now + lifetime
+        self.allocations.schedule(allocation)
+        self._event("refreshed", allocation)
+        return self._success(
+            message, addr, transport, auth, [(AttributeType.LIFETIME, int(lifetime))]
+        )
+
+    def _check_peer(self, allocation: Allocation, peer: tuple[str, int]) -> tuple[int, str] | None:
+        """The error for a peer address this allocation may not use, or ``None``."""
+        if _family_of(peer[0]) not in allocation.relays:
+            return 443, "Peer Address Family Mismatch"
+        if not self.policy.permits(peer[0]):
+            self.counters.policy_rejections += 1
+            return 403, "Forbidden: peer address not permitted"
+        return None
+
+    def _create_permission(
+        self,
+        message: Message,
+        addr: Address,
+        transport: Transport,
+        auth: Authenticated,
+        allocation: Allocation,
+        now: float,
+    ) -> Reply:
+        peers = message.get_all(AttributeType.XOR_PEER_ADDRESS)
+        if not peers:
+            return self._error(message, addr, transport, auth, 400, "XOR-PEER-ADDRESS missing")
+        for peer in peers:  # all or nothing (RFC 8656 §9.2)
+            problem = self._check_peer(allocation, peer)
+            if problem is not None:
+                return self._error(message, addr, transport, auth, *problem)
+        new = {peer[0] for peer in peers} - allocation.permissions.keys()
+        if len(allocation.permissions) + len(new) > MAX_PERMISSIONS:
+            return self._error(message, addr, transport, auth, 508, "Insufficient Capacity")
+        expiry = now + PERMISSION_LIFETIME
+        for peer in peers:
+            allocation.permissions[peer[0]] = expiry
+        self.counters.permissions_created += len(new)
+        self._event("permission", allocation)
+        return self._success(message, addr, transport, auth, [])
+
+    def _channel_bind(
+        self,
+        message: Message,
+        addr: Address,
+        transport: Transport,
+        auth: Authenticated,
+        allocation: Allocation,
+        now: float,
+    ) -> Reply:
+        number = message.get(AttributeType.CHANNEL_NUMBER)
+        peer = message.get(AttributeType.XOR_PEER_ADDRESS)
+        if number is None or peer is None:
+            return self._error(
+                message, addr, transport, auth, 400, "CHANNEL-NUMBER and XOR-PEER-ADDRESS required"
+            )
+        if not CHANNEL_MIN <= number <= self._channel_max:
+            return self._error(message, addr, transport, auth, 400, "channel number out of range")
+        peer = (peer[0], peer[1])
+        bound = allocation.channel_for_number(number, now)
+        by_peer = allocation.peer_channels.get(peer)
+        if by_peer is not None and by_peer.expiry <= now:
+            by_peer = None
+        # RFC 8656 §11.2: a number bound to another peer, a peer bound to another number,
+        # or either still cooling down after an expired binding of another pairing: 400.
+        if (bound is not None and bound.peer != peer) or (
+            by_peer is not None and by_peer.number != number
+        ):
+            return self._error(message, addr, transport, auth, 400, "channel already in use")
+        if bound is None and (number in allocation.cooldown or peer in allocation.cooldown):
+            return self._error(message, addr, transport, auth, 400, "channel cooling down")
+        problem = self._check_peer(allocation, peer)
+        if problem is not None:
+            return self._error(message, addr, transport, auth, *problem)
+        if bound is None:
+            stale = allocation.channels.pop(number, None)
+            if stale is not None:
+                allocation.peer_channels.pop(stale.peer, None)
+            channel = Channel(number, peer, now + CHANNEL_LIFETIME)
+            allocation.channels[number] = channel
+            allocation.peer_channels[peer] = channel
+            self.counters.channels_created += 1
+        else:
+            bound.expiry = now + CHANNEL_LIFETIME
+        allocation.permissions[peer[0]] = max(
+            allocation.permissions.get(peer[0], 0.0), now + PERMISSION_LIFETIME
+        )
+        self._event("channel", allocation)
+        return self._success(message, addr, transport, auth, [])
+
+    def _send_indication(
+        self, message: Message, addr: Address, transport: Transport, now: float
+    ) -> Reply | None:
+        allocation = self.allocations.get((transport, addr))
+        peer = message.get(AttributeType.XOR_PEER_ADDRESS)
+        data = message.get(AttributeType.DATA)
+        # RFC 8656 §10.2: no allocation, no peer, no data or no permission: discard.
+        if allocation is None or peer is None or data is None:
+            self.counters.client_dropped += 1
+            return None
+        if not allocation.has_permission(peer[0], now):
+            self.counters.client_dropped += 1
+            return None
+        relay = allocation.relays.get(_family_of(peer[0]))
+        if relay is None:
+            self.counters.client_dropped += 1
+            return None
+        allocation.packets_to_peer += 1
+        allocation.bytes_to_peer += len(data)
+        self.counters.to_peer_packets += 1
+        self.counters.to_peer_bytes += len(data)
+        return data, relay, (peer[0], peer[1])
+
+    # ------------------------------------------------------------ responses
+
+    def _success(
+        self,
+        message: Message,
+        addr: Address,
+        transport: Transport,
+        auth: Authenticated,
+        attributes: list[tuple[int, object]],
+    ) -> Reply:
+        if self.software:
+            attributes.append((AttributeType.SOFTWARE, self.software))
+        response = Message(
+            message.method, MessageClass.SUCCESS, message.transaction_id, tuple(attributes)
+        )
+        return self._protected(response, message, auth), transport, addr
+
+    def _error(
+        self,
+        message: Message,
+        addr: Address,
+        transport: Transport,
+        auth: Authenticated,
+        code: int,
+        reason: str,
+    ) -> Reply:
+        return self._reply(message, addr, transport, code, reason, (), auth)
+
+    def _reply(
+        self,
+        message: Message,
+        addr: Address,
+        transport: Transport,
+        code: int,
+        reason: str,
+        extra: tuple[tuple[int, object], ...],
+        auth: Authenticated | None,
+    ) -> Reply:
+        self.counters.count_error(code)
+        attributes: list[tuple[int, object]] = [(AttributeType.ERROR_CODE, ErrorCode(code, reason))]
+        attributes.extend(extra)
+        if self.software:
+            attributes.append((AttributeType.SOFTWARE, self.software))
+        response = Message(
+            message.method, MessageClass.ERROR, message.transaction_id, tuple(attributes)
+        )
+        if auth is None:
+            payload = response.encode(fingerprint=message.has_fingerprint)
+        else:
+            payload = self._protected(response, message, auth)
+        return payload, transport, addr
+
+    @staticmethod
+    def _protected(response: Message, request: Message, auth: Authenticated) -> bytes:
+        # RFC 8489 §9.2.4: protect the response with the integrity type of the request.
+        if auth.integrity is IntegrityKind.SHA256:
+            return response.encode(
+                integrity_sha256_key=auth.key, fingerprint=request.has_fingerprint
+            )
+        return response.encode(integrity_key=auth.key, fingerprint=request.has_fingerprint)
+
+    def _event(self, kind: str, allocation: Allocation) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "allocation %s: client %s user %r relays %s",
+                kind,
+                allocation.client_addr,
+                allocation.user,
+                [r.address for r in allocation.relays.values()],
+            )
+        if self._on_event is not None:
+            self._on_event(kind, allocation)

@@ -1,0 +1,134 @@
+"""Relayed UDP sockets on the event loop: the I/O side of ``RelayPorts``/``RelaySocket``.
+
+Each allocation's relayed transport address is a UDP socket bound to the relay IP of its
+family, on a random port in ``[min_port, max_port]``. Datagrams from peers are read with
+``recvfrom_into`` into one buffer shared by every relayed socket (the loop is single
+threaded), then handed to ``on_datagram``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+from collections.abc import Callable, Mapping
+
+from relay.server.types import Address
+from relay.turn.allocation import Allocation
+
+log = logging.getLogger(__name__)
+
+MAX_DATAGRAM = 65535
+READS_PER_WAKEUP = 32  # then yield to the loop; level-triggered readiness brings us back
+BIND_ATTEMPTS = 64
+
+
+class UdpRelaySocket:
+    """One relayed transport address (RFC 8656 §2.2)."""
+
+    __slots__ = (
+        "_fd",
+        "_loop",
+        "_on_datagram",
+        "_ports",
+        "_sock",
+        "address",
+        "allocation",
+        "family",
+    )
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        address: tuple[str, int],
+        ports: UdpRelayPorts,
+    ) -> None:
+        self._sock = sock
+        self._fd = sock.fileno()
+        self.family = socket.AddressFamily(sock.family)
+        self.address = address
+        self.allocation: Allocation | None = None
+        self._ports = ports
+        ports.loop.add_reader(self._fd, self._readable)
+
+    def send(self, data: bytes, addr: Address) -> None:
+        self._sock.sendto(data, addr)
+
+    def _readable(self) -> None:
+        ports = self._ports
+        buffer, view = ports.buffer, ports.view
+        for _ in range(READS_PER_WAKEUP):
+            try:
+                size, addr = self._sock.recvfrom_into(buffer)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # ICMP errors for earlier sends surface here
+                log.debug("relay %s: %s", self.address, exc)
+                continue
+            ports.on_datagram(self, bytes(view[:size]), addr)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(ValueError, OSError):
+                self._ports.loop.remove_reader(self._fd)
+            self._sock.close()
+            self._fd = -1
+            self._ports.open_sockets -= 1
+
+
+class UdpRelayPorts:
+    """Binds relayed sockets in the configured port range on the relay addresses.
+
+    ``relay_ips`` maps each family to ``(bind_ip, advertised_ip)``: they differ behind a
+    1:1 NAT (``--external-ip PUBLIC/PRIVATE``).
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        relay_ips: Mapping[socket.AddressFamily, tuple[str, str]],
+        *,
+        min_port: int,
+        max_port: int,
+        on_datagram: Callable[[UdpRelaySocket, bytes, Address], None],
+    ) -> None:
+        self.loop = loop
+        self.relay_ips = dict(relay_ips)
+        self.min_port = min_port
+        self.max_port = max_port
+        self.on_datagram = on_datagram
+        self.buffer = bytearray(MAX_DATAGRAM)
+        self.view = memoryview(self.buffer)
+        self.open_sockets = 0
+        self._random = random.SystemRandom()
+
+    def families(self) -> frozenset[socket.AddressFamily]:
+        return frozenset(self.relay_ips)
+
+    def bind(self, family: socket.AddressFamily, port: int | None) -> UdpRelaySocket | None:
+        ips = self.relay_ips.get(family)
+        if ips is None:
+            return None
+        bind_ip, advertised_ip = ips
+        candidates = (
+            [port]
+            if port is not None
+            else [self._random.randint(self.min_port, self.max_port) for _ in range(BIND_ATTEMPTS)]
+        )
+        for candidate in candidates:
+            if not self.min_port <= candidate <= self.max_port:
+                continue
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind((bind_ip, candidate))
+                sock.setblocking(False)
+            except OSError:
+                sock.close()
+                continue
+            self.open_sockets += 1
+            return UdpRelaySocket(sock, (advertised_ip, candidate), self)
+        return None

@@ -1,0 +1,535 @@
+"""The sans-IO TURN core without sockets: every request type, every error path of RFC 8656
+the server implements, expiry by the clock the test controls."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relay.server.binding import BindingService
+from relay.server.listeners import plan_listeners
+from relay.server.types import Address
+from relay.settings import RelaySettings
+from relay.stun import (
+    AttributeType,
+    Message,
+    MessageClass,
+    Method,
+    long_term_key,
+    parse,
+    verify_integrity,
+)
+from relay.turn.allocation import Allocation, AllocationManager
+from relay.turn.auth import LongTermAuthenticator
+from relay.turn.policy import PeerPolicy
+from relay.turn.server import TurnConfig, TurnServer
+
+CLIENT: Address = ("198.51.100.7", 40000)
+OTHER_CLIENT: Address = ("198.51.100.8", 40000)
+PEER = ("203.0.113.50", 5000)  # documentation range: allowed below via allow_peer
+REALM, USER, PASSWORD = "test.realm", "alice", "secret"
+KEY = long_term_key(USER, REALM, PASSWORD)
+
+
+@dataclass(eq=False)
+class FakeRelay:
+    """Stands in for a relayed UDP socket at the I/O boundary the core does not own."""
+
+    family: socket.AddressFamily
+    address: tuple[str, int]
+    allocation: Allocation | None = None
+    closed: bool = False
+
+    def send(self, data: bytes, addr: Address) -> None:  # the core never sends itself
+        raise AssertionError("the sans-IO core must return replies, not send")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class FakePorts:
+    v6: bool = False
+    next_port: int = 50000
+    taken: set[int] = field(default_factory=set)
+    bound: list[FakeRelay] = field(default_factory=list)
+
+    def families(self) -> frozenset[socket.AddressFamily]:
+        return frozenset({socket.AF_INET, socket.AF_INET6} if self.v6 else {socket.AF_INET})
+
+    def bind(self, family: socket.AddressFamily, port: int | None) -> FakeRelay | None:
+        if family not in self.families():
+            return None
+        if port is None:
+            port = self.next_port
+            self.next_port += 1
+        if port in self.taken:
+            return None
+        self.taken.add(port)
+        ip = "2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1"
+        relay = FakeRelay(family, (ip, port))
+        self.bound.append(relay)
+        return relay
+
+
+def make_server(
+    *,
+    ports: FakePorts | None = None,
+    user_quota: int = 0,
+    total: int = 100,
+    legacy: bool = True,
+) -> TurnServer:
+    listeners = plan_listeners(RelaySettings.model_validate({"listen": ["192.0.2.1:3478"]}))
+    return TurnServer(
+        BindingService(listeners),
+        authenticator=LongTermAuthenticator(
+            realm=REALM, users={USER: PASSWORD, "bob": "pw"}, nonce_secret=b"n" * 32
+        ),
+        policy=PeerPolicy(allow=["203.0.113.0/24", "2001:db8::/32"]),
+        ports=ports if ports is not None else FakePorts(),
+        allocations=AllocationManager(max_allocations=total, user_quota=user_quota),
+        config=TurnConfig(legacy_channels=legacy),
+    )
+
+
+class Client:
+    """Builds authenticated requests the way a TURN client does (401, then MI)."""
+
+    def __init__(
+        self, server: TurnServer, addr: Address = CLIENT, user: str = USER, password: str = PASSWORD
+    ) -> None:
+        self.server, self.addr, self.user = server, addr, user
+        self.key = long_term_key(user, REALM, password)
+        self.nonce: str | None = None
+
+    def raw(self, data: bytes, now: float = 0.0) -> Message | None:
+        reply = self.server.handle_client(data, self.addr, 0, now)
+        if reply is None:
+            return None
+        payload, sink, destination = reply
+        assert sink == 0
+        assert destination == self.addr
+        return parse(payload)
+
+    def request(
+        self, method: Method, *attrs: tuple[int, object], now: float = 0.0, tid: bytes | None = None
+    ) -> Message:
+        if self.nonce is None:
+            challenge = self.raw(
+                Message(method, MessageClass.REQUEST, os.urandom(12), tuple(attrs)).encode(), now
+            )
+            assert challenge is not None
+            assert code(challenge) == 401
+            assert challenge.get(AttributeType.REALM) == REALM
+            self.nonce = challenge.get(AttributeType.NONCE)
+        message = Message(
+            method,
+            MessageClass.REQUEST,
+            tid or os.urandom(12),
+            (
+                *attrs,
+                (AttributeType.USERNAME, self.user),
+                (AttributeType.REALM, REALM),
+                (AttributeType.NONCE, self.nonce),
+            ),
+        )
+        response = self.raw(message.encode(integrity_key=self.key, fingerprint=True), now)
+        assert response is not None
+        assert response.transaction_id == message.transaction_id
+        if response.message_class == MessageClass.SUCCESS or code(response) not in (401, 438):
+            assert verify_integrity(response, self.key), "response not protected with the key"
+        return response
+
+    def allocate(self, *attrs: tuple[int, object], now: float = 0.0) -> Message:
+        return self.request(
+            Method.ALLOCATE, (AttributeType.REQUESTED_TRANSPORT, 17), *attrs, now=now
+        )
+
+
+def code(message: Message) -> int | None:
+    error = message.get(AttributeType.ERROR_CODE)
+    return None if error is None else error.code
+
+
+def test_unauthenticated_allocate_is_challenged() -> None:
+    server = make_server()
+    client = Client(server)
+    reply = client.raw(
+        Message(
+            Method.ALLOCATE,
+            MessageClass.REQUEST,
+            os.urandom(12),
+            ((AttributeType.REQUESTED_TRANSPORT, 17),),
+        ).encode()
+    )
+    assert reply is not None
+    assert code(reply) == 401
+    assert reply.get(AttributeType.REALM) == REALM
+    assert reply.get(AttributeType.NONCE)
+    assert not reply.has_integrity
+    assert len(server.allocations) == 0
+
+
+def test_allocate_success() -> None:
+    server = make_server()
+    response = Client(server).allocate()
+    assert response.message_class == MessageClass.SUCCESS
+    assert response.get(AttributeType.XOR_RELAYED_ADDRESS) == ("192.0.2.1", 50000)
+    assert response.get(AttributeType.LIFETIME) == 600
+    assert response.get(AttributeType.XOR_MAPPED_ADDRESS) == CLIENT
+    assert len(server.allocations) == 1
+
+
+@pytest.mark.parametrize(("requested", "granted"), [(5000, 3600), (100, 600), (1200, 1200)])
+def test_allocate_lifetime(requested: int, granted: int) -> None:
+    response = Client(make_server()).allocate((AttributeType.LIFETIME, requested))
+    assert response.get(AttributeType.LIFETIME) == granted
+
+
+def test_retransmitted_allocate_gets_the_same_success_other_gets_437() -> None:
+    server = make_server()
+    client = Client(server)
+    client.request(Method.REFRESH)  # just to get a nonce: 437, no allocation yet
+    tid = os.urandom(12)
+    first = client.request(Method.ALLOCATE, (AttributeType.REQUESTED_TRANSPORT, 17), tid=tid)
+    again = client.request(Method.ALLOCATE, (AttributeType.REQUESTED_TRANSPORT, 17), tid=tid)
+    assert again.message_class == MessageClass.SUCCESS
+    assert again.get(AttributeType.XOR_RELAYED_ADDRESS) == first.get(
+        AttributeType.XOR_RELAYED_ADDRESS
+    )
+    assert code(client.allocate()) == 437
+    assert len(server.allocations) == 1
+
+
+@pytest.mark.parametrize(
+    ("attrs", "expected"),
+    [
+        ((), 400),  # no REQUESTED-TRANSPORT
+        (((AttributeType.REQUESTED_TRANSPORT, 6),), 442),  # TCP
+        (
+            ((AttributeType.REQUESTED_TRANSPORT, 17), (AttributeType.REQUESTED_ADDRESS_FAMILY, 2)),
+            440,
+        ),
+        (
+            ((AttributeType.REQUESTED_TRANSPORT, 17), (AttributeType.REQUESTED_ADDRESS_FAMILY, 3)),
+            440,
+        ),
+        (
+            ((AttributeType.REQUESTED_TRANSPORT, 17), (AttributeType.ADDITIONAL_ADDRESS_FAMILY, 1)),
+            400,
+        ),
+        (
+            (
+                (AttributeType.REQUESTED_TRANSPORT, 17),
+                (AttributeType.ADDITIONAL_ADDRESS_FAMILY, 2),
+                (AttributeType.REQUESTED_ADDRESS_FAMILY, 1),
+            ),
+            400,
+        ),
+        (
+            (
+                (AttributeType.REQUESTED_TRANSPORT, 17),
+                (AttributeType.RESERVATION_TOKEN, b"12345678"),
+                (AttributeType.EVEN_PORT, False),
+            ),
+            400,
+        ),
+        (
+            (
+                (AttributeType.REQUESTED_TRANSPORT, 17),
+                (AttributeType.RESERVATION_TOKEN, b"12345678"),
+            ),
+            508,
+        ),
+    ],
+)
+def test_allocate_errors(attrs: tuple[tuple[int, object], ...], expected: int) -> None:
+    server = make_server()
+    response = Client(server).request(Method.ALLOCATE, *attrs)
+    assert code(response) == expected
+    assert len(server.allocations) == 0
+
+
+def test_ipv6_and_dual_allocations() -> None:
+    server = make_server(ports=FakePorts(v6=True))
+    v6 = Client(server).allocate((AttributeType.REQUESTED_ADDRESS_FAMILY, 2))
+    assert v6.get(AttributeType.XOR_RELAYED_ADDRESS)[0] == "2001:db8::1"  # type: ignore[index]
+    dual = Client(server, OTHER_CLIENT).allocate((AttributeType.ADDITIONAL_ADDRESS_FAMILY, 2))
+    relayed = dual.get_all(AttributeType.XOR_RELAYED_ADDRESS)
+    assert {ip for ip, _ in relayed} == {"192.0.2.1", "2001:db8::1"}
+
+
+def test_dual_allocation_without_ipv6_reports_address_error() -> None:
+    response = Client(make_server()).allocate((AttributeType.ADDITIONAL_ADDRESS_FAMILY, 2))
+    assert response.message_class == MessageClass.SUCCESS
+    assert len(response.get_all(AttributeType.XOR_RELAYED_ADDRESS)) == 1
+    error = response.get(AttributeType.ADDRESS_ERROR_CODE)
+    assert error is not None
+    assert (error.family, error.code) == (2, 440)
+
+
+def test_even_port_and_reservation() -> None:
+    ports = FakePorts(next_port=50001)
+    server = make_server(ports=ports)
+    first = Client(server).allocate((AttributeType.EVEN_PORT, True))
+    port = first.get(AttributeType.XOR_RELAYED_ADDRESS)[1]  # type: ignore[index]
+    assert port % 2 == 0
+    token = first.get(AttributeType.RESERVATION_TOKEN)
+    assert token is not None
+    assert len(token) == 8
+    second = Client(server, OTHER_CLIENT).allocate((AttributeType.RESERVATION_TOKEN, token))
+    assert second.get(AttributeType.XOR_RELAYED_ADDRESS)[1] == port + 1  # type: ignore[index]
+    # A token is good once.
+    third = Client(server, ("198.51.100.9", 1)).allocate((AttributeType.RESERVATION_TOKEN, token))
+    assert code(third) == 508
+
+
+def test_quotas() -> None:
+    server = make_server(user_quota=1, total=2)
+    assert Client(server).allocate().message_class == MessageClass.SUCCESS
+    assert code(Client(server, OTHER_CLIENT).allocate()) == 486  # alice's quota
+    bob = Client(server, OTHER_CLIENT, user="bob", password="pw")
+    assert bob.allocate().message_class == MessageClass.SUCCESS
+    carol = Client(server, ("198.51.100.9", 1), user="bob", password="pw")
+    assert code(carol.allocate()) == 486  # total quota
+    assert server.counters.quota_rejections == 2
+
+
+def test_refresh_and_delete() -> None:
+    ports = FakePorts()
+    server = make_server(ports=ports)
+    client = Client(server)
+    assert code(client.request(Method.REFRESH)) == 437
+    client.allocate()
+    refreshed = client.request(Method.REFRESH, (AttributeType.LIFETIME, 1800), now=100.0)
+    assert refreshed.get(AttributeType.LIFETIME) == 1800
+    server.handle_timer(100.0 + 1799)
+    assert len(server.allocations) == 1  # the refresh moved the expiry
+    deleted = client.request(Method.REFRESH, (AttributeType.LIFETIME, 0), now=200.0)
+    assert deleted.get(AttributeType.LIFETIME) == 0
+    assert len(server.allocations) == 0
+    assert ports.bound[0].closed
+
+
+def test_other_credentials_on_an_allocation_get_441() -> None:
+    server = make_server()
+    Client(server).allocate()
+    bob = Client(server, CLIENT, user="bob", password="pw")
+    assert code(bob.request(Method.REFRESH)) == 441
+
+
+def test_expiry_closes_relays() -> None:
+    ports = FakePorts()
+    server = make_server(ports=ports)
+    Client(server).allocate(now=0.0)
+    server.handle_timer(599.0)
+    assert len(server.allocations) == 1
+    server.handle_timer(600.5)
+    assert len(server.allocations) == 0
+    assert ports.bound[0].closed
+
+
+def test_create_permission_rules() -> None:
+    server = make_server()
+    client = Client(server)
+    client.allocate()
+    assert code(client.request(Method.CREATE_PERMISSION)) == 400
+    denied = client.request(
+        Method.CREATE_PERMISSION, (AttributeType.XOR_PEER_ADDRESS, ("10.0.0.1", 1))
+    )
+    assert code(denied) == 403
+    mismatch = client.request(
+        Method.CREATE_PERMISSION, (AttributeType.XOR_PEER_ADDRESS, ("2001:db8::5", 1))
+    )
+    assert code(mismatch) == 443
+    # All or nothing: one bad peer refuses the whole request.
+    mixed = client.request(
+        Method.CREATE_PERMISSION,
+        (AttributeType.XOR_PEER_ADDRESS, PEER),
+        (AttributeType.XOR_PEER_ADDRESS, ("127.0.0.1", 1)),
+    )
+    assert code(mixed) == 403
+    allocation = server.allocations.get((0, CLIENT))
+    assert allocation is not None
+    assert not allocation.permissions
+    ok = client.request(Method.CREATE_PERMISSION, (AttributeType.XOR_PEER_ADDRESS, PEER))
+    assert ok.message_class == MessageClass.SUCCESS
+    assert allocation.has_permission(PEER[0], 1.0)
+
+
+@pytest.mark.parametrize(
+    "peer",
+    [
+        "127.0.0.1",
+        "::ffff:127.0.0.1",
+        "0.0.0.0",
+        "::",
+        "::1",
+        "169.254.169.254",
+        "10.1.2.3",
+        "192.168.1.1",
+        "172.16.0.1",
+        "100.64.0.1",
+        "224.0.0.1",
+        "fe80::1",
+        "fc00::1",
+    ],
+)
+def test_every_denied_form_gets_403(peer: str) -> None:
+    server = make_server(ports=FakePorts(v6=True))
+    client = Client(server)
+    client.allocate((AttributeType.ADDITIONAL_ADDRESS_FAMILY, 2))
+    response = client.request(Method.CREATE_PERMISSION, (AttributeType.XOR_PEER_ADDRESS, (peer, 9)))
+    assert code(response) == 403
+    response = client.request(
+        Method.CHANNEL_BIND,
+        (AttributeType.CHANNEL_NUMBER, 0x4000),
+        (AttributeType.XOR_PEER_ADDRESS, (peer, 9)),
+    )
+    assert code(response) == 403
+
+
+@pytest.mark.parametrize("legacy", [True, False])
+def test_channel_number_ranges(legacy: bool) -> None:
+    """RFC 8656 §12: 0x4000-0x4FFF; RFC 5766's 0x5000-0x7FFF only with legacy channels."""
+    server = make_server(legacy=legacy)
+    client = Client(server)
+    client.allocate()
+    for number, ok in (
+        (0x3FFF, False),
+        (0x4000, True),
+        (0x4FFF, True),
+        (0x5000, legacy),
+        (0x7FFF, legacy),
+        (0x8000, False),
+        (0xFFFF, False),
+    ):
+        peer = (f"203.0.113.{number % 200 + 1}", 5000)
+        response = client.request(
+            Method.CHANNEL_BIND,
+            (AttributeType.CHANNEL_NUMBER, number),
+            (AttributeType.XOR_PEER_ADDRESS, peer),
+        )
+        assert (response.message_class == MessageClass.SUCCESS) is ok, hex(number)
+        if ok:
+            data = channel_data(number, b"payload")
+            assert server.handle_client(data, CLIENT, 0, 1.0) is not None
+
+
+def test_channel_bind_rules() -> None:
+    server = make_server(legacy=False)
+    client = Client(server)
+    client.allocate()
+    assert code(client.request(Method.CHANNEL_BIND, (AttributeType.CHANNEL_NUMBER, 0x4000))) == 400
+    for number in (0x3FFF, 0x5000, 0x7FFF):
+        response = client.request(
+            Method.CHANNEL_BIND,
+            (AttributeType.CHANNEL_NUMBER, number),
+            (AttributeType.XOR_PEER_ADDRESS, PEER),
+        )
+        assert code(response) == 400
+    bind = (AttributeType.CHANNEL_NUMBER, 0x4000), (AttributeType.XOR_PEER_ADDRESS, PEER)
+    assert client.request(Method.CHANNEL_BIND, *bind).message_class == MessageClass.SUCCESS
+    # Refreshing the same binding is fine; rebinding the number or the peer is not.
+    assert client.request(Method.CHANNEL_BIND, *bind).message_class == MessageClass.SUCCESS
+    other_peer = client.request(
+        Method.CHANNEL_BIND,
+        (AttributeType.CHANNEL_NUMBER, 0x4000),
+        (AttributeType.XOR_PEER_ADDRESS, ("203.0.113.51", 5000)),
+    )
+    assert code(other_peer) == 400
+    other_number = client.request(
+        Method.CHANNEL_BIND,
+        (AttributeType.CHANNEL_NUMBER, 0x4001),
+        (AttributeType.XOR_PEER_ADDRESS, PEER),
+    )
+    assert code(other_number) == 400
+    allocation = server.allocations.get((0, CLIENT))
+    assert allocation is not None
+    assert allocation.has_permission(PEER[0], 1.0)  # ChannelBind installs a permission
+
+
+def channel_data(number: int, payload: bytes) -> bytes:
+    return struct.pack("!HH", number, len(payload)) + payload
+
+
+def test_data_paths_and_their_drops() -> None:
+    server = make_server()
+    client = Client(server)
+    client.allocate()
+    allocation = server.allocations.get((0, CLIENT))
+    assert allocation is not None
+    relay = allocation.relays[socket.AF_INET]
+    send = Message(
+        Method.SEND,
+        MessageClass.INDICATION,
+        os.urandom(12),
+        ((AttributeType.XOR_PEER_ADDRESS, PEER), (AttributeType.DATA, b"hello")),
+    ).encode()
+    # No permission yet: Send, ChannelData and peer data are all dropped.
+    assert server.handle_client(send, CLIENT, 0, 1.0) is None
+    assert server.handle_peer(relay, b"from peer", PEER, 1.0) is None
+    client.request(Method.CREATE_PERMISSION, (AttributeType.XOR_PEER_ADDRESS, PEER), now=1.0)
+    assert server.handle_client(send, CLIENT, 0, 2.0) == (b"hello", relay, PEER)
+    # Peer data without a channel arrives as a Data indication.
+    reply = server.handle_peer(relay, b"from peer", PEER, 2.0)
+    assert reply is not None
+    indication = parse(reply[0])
+    assert (indication.method, indication.message_class) == (Method.DATA, MessageClass.INDICATION)
+    assert indication.get(AttributeType.XOR_PEER_ADDRESS) == PEER
+    assert indication.get(AttributeType.DATA) == b"from peer"
+    assert reply[1:] == (0, CLIENT)
+    # ChannelData on an unbound channel is dropped; once bound it flows both ways.
+    assert server.handle_client(channel_data(0x4001, b"x"), CLIENT, 0, 2.0) is None
+    client.request(
+        Method.CHANNEL_BIND,
+        (AttributeType.CHANNEL_NUMBER, 0x4001),
+        (AttributeType.XOR_PEER_ADDRESS, PEER),
+        now=2.0,
+    )
+    assert server.handle_client(channel_data(0x4001, b"abc"), CLIENT, 0, 3.0) == (
+        b"abc",
+        relay,
+        PEER,
+    )
+    assert server.handle_client(channel_data(0x4001, b"abc")[:-1], CLIENT, 0, 3.0) is None  # short
+    assert server.handle_client(channel_data(0x4001, b"abc") + b"\0", CLIENT, 0, 3.0) == (
+        b"abc",
+        relay,
+        PEER,
+    )  # UDP padding is allowed
+    reply = server.handle_peer(relay, b"xyz", PEER, 3.0)
+    assert reply == (channel_data(0x4001, b"xyz"), 0, CLIENT)
+    # From another client address the channel does not exist.
+    assert server.handle_client(channel_data(0x4001, b"abc"), OTHER_CLIENT, 0, 3.0) is None
+    # The permission lapses after 300 s unless refreshed (the channel alone does not keep it).
+    assert server.handle_peer(relay, b"late", PEER, 2.0 + 301) is None
+    assert server.handle_client(channel_data(0x4001, b"late"), CLIENT, 0, 2.0 + 301) is None
+
+
+def test_stale_nonce_gets_438() -> None:
+    server = make_server()
+    client = Client(server)
+    client.allocate(now=0.0)
+    response = client.request(Method.REFRESH, now=10 * 3600.0)
+    assert code(response) == 438
+    assert response.get(AttributeType.NONCE) not in (None, client.nonce)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=120), st.sampled_from([0x0003, 0x0004, 0x0008, 0x0009, 0x0016, 0x4000]))
+def test_arbitrary_input_never_raises(body: bytes, kind: int) -> None:
+    server = make_server()
+    if kind == 0x4000:
+        data = struct.pack("!HH", 0x4000 | (len(body) & 0xFFF), len(body)) + body
+    else:
+        body = body[: len(body) - len(body) % 4]
+        data = struct.pack("!HHI", kind, len(body), 0x2112A442) + os.urandom(12) + body
+    server.handle_client(data, CLIENT, 0, 0.0)
+    assert len(server.allocations) == 0

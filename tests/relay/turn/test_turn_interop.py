@@ -1,0 +1,123 @@
+"""natkit relay's TURN against coturn's own test client, turnutils_uclient (with the
+turnutils_peer echo peer): static credentials and the REST secret, ChannelData and Send
+indications, no loss at a moderate load."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from tests.netutil import free_udp_port
+from tests.relay.relay_process import natkit_relay
+
+pytestmark = pytest.mark.interop
+
+USER, PASSWORD, SECRET = "alice", "wonderland", "rest-secret"
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} not installed (Debian package coturn)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def echo_peer() -> Iterator[int]:
+    port = free_udp_port()
+    peer = subprocess.Popen(
+        [tool("turnutils_peer"), "-L", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield port
+    finally:
+        peer.kill()
+        peer.wait()
+
+
+@pytest.fixture(scope="module")
+def turn_relay() -> Iterator[int]:
+    port = free_udp_port()
+    with natkit_relay(
+        *("--listen", f"127.0.0.1:{port}", "--user", f"{USER}:{PASSWORD}"),
+        *("--auth-secret", SECRET, "--allow-peer", "127.0.0.0/8", "--realm", "natkit.test"),
+        *("--metrics-listen", "", "--log-level", "warning"),
+        wait_on=("127.0.0.1", port),
+    ):
+        yield port
+
+
+def uclient(port: int, peer: int, *flags: str, messages: int = 50, clients: int = 4) -> str:
+    argv = [
+        tool("turnutils_uclient"),
+        *flags,
+        "-e",
+        "127.0.0.1",
+        "-r",
+        str(peer),
+        "-n",
+        str(messages),
+        "-m",
+        str(clients),
+        "-l",
+        "200",
+        "-z",
+        "5",
+        "-p",
+        str(port),
+        "127.0.0.1",
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    return out
+
+
+def assert_all_delivered(out: str, expected: int) -> None:
+    sent = re.findall(r"tot_send_msgs=(\d+), tot_recv_msgs=(\d+)", out)
+    assert sent, out
+    assert sent[-1] == (str(expected), str(expected)), out
+    assert "Total lost packets 0 (0.000000%)" in out, out
+
+
+@pytest.mark.parametrize("mode", [(), ("-s",)], ids=["channeldata", "send-indications"])
+def test_uclient_static_user(turn_relay: int, echo_peer: int, mode: tuple[str, ...]) -> None:
+    out = uclient(turn_relay, echo_peer, *mode, "-u", USER, "-w", PASSWORD)
+    assert_all_delivered(out, 200)
+
+
+@pytest.mark.parametrize("mode", [(), ("-s",)], ids=["channeldata", "send-indications"])
+def test_uclient_rest_secret(turn_relay: int, echo_peer: int, mode: tuple[str, ...]) -> None:
+    out = uclient(turn_relay, echo_peer, *mode, "-u", "carol", "-W", SECRET)
+    assert_all_delivered(out, 200)
+
+
+def test_uclient_wrong_password_fails(turn_relay: int, echo_peer: int) -> None:
+    argv = [
+        tool("turnutils_uclient"),
+        "-u",
+        USER,
+        "-w",
+        "wrong",
+        "-e",
+        "127.0.0.1",
+        "-r",
+        str(echo_peer),
+        "-n",
+        "5",
+        "-m",
+        "1",
+        "-p",
+        str(turn_relay),
+        "127.0.0.1",
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    out = done.stdout + done.stderr
+    assert "tot_recv_msgs=5" not in out, out
+    assert done.returncode != 0 or "error 401" in out.lower() or "401" in out, out
