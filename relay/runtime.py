@@ -8,12 +8,15 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from relay.endpoint import Endpoint
 from relay.server.binding import BindingService
 from relay.server.counters import StunCounters
 from relay.server.listeners import Listener
+from relay.server.stream import StreamConnection
 from relay.server.types import Address
 from relay.server.udp import Listening, open_listeners
 from relay.settings import RelaySettings
@@ -59,6 +62,8 @@ class RelayRuntime:
         self._reuse_port = reuse_port
         self._listening: Listening | None = None
         self._timer: asyncio.Task[None] | None = None
+        self._servers: list[asyncio.Server] = []
+        self._connections: set[StreamConnection] = set()
         self.turn: TurnServer | None = None
 
     async def start(self) -> None:
@@ -110,6 +115,62 @@ class RelayRuntime:
             batched=settings.batch_io,
         )
         self._timer = asyncio.create_task(self._tick())
+        await self._start_streams()
+
+    async def _start_streams(self) -> None:
+        """TCP on the --listen addresses, TLS on --tls-listen."""
+        settings = self.settings
+        plain = settings.listen if settings.tcp else []
+        endpoints: list[tuple[Endpoint, ssl.SSLContext | None]] = [(e, None) for e in plain]
+        if settings.tls_listen:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(settings.cert or "", settings.key or "")
+            endpoints += [(e, tls) for e in settings.tls_listen]
+        loop = asyncio.get_running_loop()
+        for endpoint, context in endpoints:
+            index = self._listener_for(endpoint)
+            server = await loop.create_server(
+                lambda index=index: self._connection(index),
+                endpoint.host,
+                endpoint.port,
+                ssl=context,
+                reuse_port=self._reuse_port,
+                reuse_address=True,
+            )
+            self._servers.append(server)
+            log.info("STUN/TURN listening on %s %s", "tls" if context else "tcp", endpoint)
+
+    def _listener_for(self, endpoint: Endpoint) -> int:
+        """The UDP listener whose STUN identity a stream listener shares."""
+        same_family = [x for x in self.listeners if x.address.family == endpoint.family]
+        for listener in same_family:
+            if listener.address.host == endpoint.host:
+                return listener.index
+        return (same_family or list(self.listeners))[0].index
+
+    def _connection(self, index: int) -> StreamConnection:
+        turn, listening = self.turn, self._listening
+        if turn is None or listening is None:
+            raise ConnectionError("relay is stopping")
+
+        def closed(connection: StreamConnection) -> None:
+            self._connections.discard(connection)
+            turn.connection_closed(connection, connection.peer)
+
+        def may_idle_out(connection: StreamConnection) -> bool:
+            return turn.allocations.get((connection, connection.peer)) is None
+
+        connection = StreamConnection(
+            turn.handle_client,
+            listening.dispatcher.send,
+            index,
+            self.counters.stun,
+            channel_max=turn.config.channel_max,
+            on_closed=closed,
+            may_idle_out=may_idle_out,
+        )
+        self._connections.add(connection)
+        return connection
 
     def _peer_datagram(self, relay: UdpRelaySocket, data: bytes, addr: Address) -> None:
         turn, listening = self.turn, self._listening
@@ -138,6 +199,13 @@ class RelayRuntime:
         return self.counters
 
     async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        for connection in list(self._connections):
+            connection.close()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
         if self._timer is not None:
             self._timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -88,6 +88,18 @@ class RelaySettings(BaseSettings):
     )
     log_level: LogLevel = Field(default="info", description="logging level")
 
+    tcp: bool = Field(
+        default=True,
+        description="also accept STUN and TURN over TCP on the --listen addresses",
+    )
+    tls_listen: EndpointList = Field(
+        default_factory=list,
+        description="TCP address for STUN and TURN over TLS (e.g. 0.0.0.0:5349); needs "
+        "--cert and --key",
+    )
+    cert: str | None = Field(default=None, description="TLS certificate chain file (PEM)")
+    key: str | None = Field(default=None, description="TLS private key file (PEM)")
+
     # --- TURN (RFC 8656) ---
     realm: str = Field(default="natkit", min_length=1, max_length=127, description="TURN realm")
     user: StrList = Field(
@@ -156,6 +168,12 @@ class RelaySettings(BaseSettings):
                     f"--alt-listen {alt}: the alternate must differ from {primary} in both "
                     "IP address and port"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> RelaySettings:
+        if self.tls_listen and not (self.cert and self.key):
+            raise ValueError("--tls-listen needs --cert and --key")
         return self
 
     @model_validator(mode="after")

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from relay.server.counters import DropReason, StunCounters
 from relay.server.listeners import Listener
-from relay.server.types import Address, Reply
+from relay.server.types import Address, ListenerReply
 from relay.stun import (
     MAGIC_COOKIE,
     AttributeType,
@@ -121,7 +121,9 @@ class BindingService:
 
     # ---------------------------------------------------------------- entry point
 
-    def handle(self, data: bytes, addr: Address, index: int, now: float = 0.0) -> Reply | None:
+    def handle(
+        self, data: bytes, addr: Address, index: int, now: float = 0.0
+    ) -> ListenerReply | None:
         """Answer one datagram received on listener ``index`` from ``addr``.
 
         ``now`` is unused (Binding keeps no state); it is there so that every core shares
@@ -156,7 +158,7 @@ class BindingService:
                 )
         return self._general(data, addr, index)
 
-    def _general(self, data: bytes, addr: Address, index: int) -> Reply | None:
+    def _general(self, data: bytes, addr: Address, index: int) -> ListenerReply | None:
         counters = self.counters
         size = len(data)
         if size < 20 or data[0] & 0xC0:
@@ -184,7 +186,7 @@ class BindingService:
             log.exception("internal error handling a %d-byte datagram from %s", size, addr)
             return None
 
-    def _simple_success(self, tid: bytes, addr: Address, index: int, fp: bool) -> Reply:
+    def _simple_success(self, tid: bytes, addr: Address, index: int, fp: bool) -> ListenerReply:
         """Success for a Binding request with no attribute but FINGERPRINT."""
         xma = self._xor_mapped(addr, tid)
         v6 = len(addr) != 2
@@ -207,7 +209,7 @@ class BindingService:
 
     # ---------------------------------------------------------------- full path
 
-    def _full(self, data: bytes, addr: Address, index: int, msg_type: int) -> Reply | None:
+    def _full(self, data: bytes, addr: Address, index: int, msg_type: int) -> ListenerReply | None:
         counters = self.counters
         if data[-8:-4] == _FINGERPRINT_TLV and not check_fingerprint(data, len(data) - 8):
             # RFC 8489 §7.3: a message whose FINGERPRINT fails is discarded, unanswered
@@ -248,7 +250,7 @@ class BindingService:
             return None
         return table[change.change_ip << 1 | change.change_port]
 
-    def _no_alternate(self, request: Message, addr: Address, index: int) -> Reply:
+    def _no_alternate(self, request: Message, addr: Address, index: int) -> ListenerReply:
         # RFC 5780 §7.2: a server without an alternate address answers a CHANGE-REQUEST
         # with 420, listing CHANGE-REQUEST in UNKNOWN-ATTRIBUTES.
         return self._error(
@@ -260,7 +262,7 @@ class BindingService:
             [AttributeType.CHANGE_REQUEST],
         )
 
-    def _binding(self, request: Message, addr: Address, index: int) -> Reply | None:
+    def _binding(self, request: Message, addr: Address, index: int) -> ListenerReply | None:
         listener = self.listeners[index]
         destination = addr
         send_from = self._reply_socket(request, index)
@@ -298,7 +300,7 @@ class BindingService:
         code: int,
         reason: str,
         unknown: Sequence[int] = (),
-    ) -> Reply:
+    ) -> ListenerReply:
         attributes: list[tuple[int, object]] = [(AttributeType.ERROR_CODE, ErrorCode(code, reason))]
         if unknown:
             attributes.append((AttributeType.UNKNOWN_ATTRIBUTES, tuple(dict.fromkeys(unknown))))
@@ -310,7 +312,7 @@ class BindingService:
         self.counters.count_error(code)
         return response.encode(fingerprint=request.has_fingerprint), index, addr
 
-    def bad_request(self, data: bytes, addr: Address, index: int, problem: str) -> Reply:
+    def bad_request(self, data: bytes, addr: Address, index: int, problem: str) -> ListenerReply:
         """A 400 for a request whose body did not parse: only the header is trusted."""
         method = _HEADER.unpack_from(data)[0] & 0x3EEF
         code = 400
@@ -327,7 +329,7 @@ class BindingService:
 
     # ---------------------------------------------------------------- RFC 3489
 
-    def _classic(self, data: bytes, addr: Address, index: int) -> Reply | None:
+    def _classic(self, data: bytes, addr: Address, index: int) -> ListenerReply | None:
         """Classic RFC 3489 Binding (no magic cookie), answered only with --rfc3489.
 
         Off by default: classic servers were abused for reflection. RESPONSE-ADDRESS

@@ -24,6 +24,7 @@ class DropReason(IntEnum):
     MALFORMED = 5  # not parseable and not a request we could answer with 400
     INTERNAL_ERROR = 6  # a bug: counted and logged, the worker keeps going
     TOO_LARGE = 7  # larger than the receive buffer (no STUN message over UDP is)
+    BAD_FRAMING = 8  # a TCP/TLS stream that is not STUN/ChannelData: connection closed
 
 
 @dataclass(slots=True)

@@ -18,7 +18,17 @@ class Sink(Protocol):
 # One datagram to send: (payload, where from, destination). "Where from" is a listener
 # index (an int: the listening UDP socket) or a Sink.
 Reply = tuple[bytes, "int | Sink", Address]
+# A reply that leaves from a listening socket (what the Binding core produces).
+ListenerReply = tuple[bytes, int, Address]
 
-# The transport a client's messages arrive on: a listener index (UDP) or a connection (a
-# Sink: TCP/TLS). With the client's address it is the allocation's 5-tuple key.
-Transport = int | Sink
+
+class Connection(Sink, Protocol):
+    """A client's TCP or TLS connection. ``listener_index``: the UDP listener whose STUN
+    identity (RESPONSE-ORIGIN, SOFTWARE, ...) Binding responses on it share."""
+
+    listener_index: int
+
+
+# The transport a client's messages arrive on: a listener index (UDP) or a connection
+# (TCP/TLS). With the client's address it is the allocation's 5-tuple key.
+Transport = int | Connection

@@ -28,10 +28,6 @@ RESERVATION_LIFETIME = 30.0  # RFC 8656 §7.2: a reserved (EVEN-PORT R) port is 
 # RFC 8656 §12: after a channel binding expires, its number and peer stay unusable for
 # another 5 minutes ("cool-down"), so that late ChannelData is not misdelivered.
 CHANNEL_COOLDOWN = 300.0
-CHANNEL_MIN, CHANNEL_MAX = 0x4000, 0x4FFF
-# RFC 5766 §11 allowed up to 0x7FFF; RFC 8656 §12 reserved 0x5000-0xFFFF. coturn's own
-# clients still pick numbers up to 0x7FFF, so the relay accepts them unless told not to.
-LEGACY_CHANNEL_MAX = 0x7FFF
 
 
 class RelaySocket(Protocol):

@@ -38,6 +38,7 @@ __all__ = [
     "CHANNEL_DATA_HEADER_LENGTH",
     "CHANNEL_MAX",
     "CHANNEL_MIN",
+    "LEGACY_CHANNEL_MAX",
     "MAX_CHANNEL_DATA_LENGTH",
     "MAX_FRAME_LENGTH",
     "StreamFramer",
@@ -50,6 +51,9 @@ __all__ = [
 #: RFC 8656 §12: the valid channel numbers.
 CHANNEL_MIN: Final = 0x4000
 CHANNEL_MAX: Final = 0x4FFF
+#: RFC 5766 §11 allowed channels up to 0x7FFF, and coturn's own clients still pick numbers
+#: up to there; the relay accepts them unless told to be strict (``--no-legacy-channels``).
+LEGACY_CHANNEL_MAX: Final = 0x7FFF
 CHANNEL_DATA_HEADER_LENGTH: Final = 4
 #: The 16-bit length field bounds the application data.
 MAX_CHANNEL_DATA_LENGTH: Final = 0xFFFF
@@ -126,14 +130,14 @@ def parse_channel_data(data: bytes) -> tuple[int, bytes]:
     return channel, data[CHANNEL_DATA_HEADER_LENGTH:end]
 
 
-def _frame_length(first: int, length: int) -> int:
+def _frame_length(first: int, length: int, channel_max: int = CHANNEL_MAX) -> int:
     """Total bytes of the stream frame whose header holds ``first`` and ``length``."""
     if first < CHANNEL_MIN:
         if length & 3:
             # RFC 8489 §5: the last two bits of the STUN message length are always zero.
             raise StunError(f"STUN message length {length} is not a multiple of 4")
         return HEADER_LENGTH + length
-    if first <= CHANNEL_MAX:
+    if first <= channel_max:
         # RFC 8656 §12.4: over TCP/TLS the message is padded to a multiple of 4.
         return (CHANNEL_DATA_HEADER_LENGTH + length + 3) & ~3
     raise StunError(_channel_problem(first))
@@ -152,10 +156,13 @@ class StreamFramer:
     it), and the caller should close the connection.
     """
 
-    __slots__ = ("_buffer", "_error")
+    __slots__ = ("_buffer", "_channel_max", "_error")
 
-    def __init__(self) -> None:
+    def __init__(self, *, channel_max: int = CHANNEL_MAX) -> None:
+        """``channel_max``: the highest channel number accepted (``LEGACY_CHANNEL_MAX``
+        for RFC 5766 clients)."""
         self._buffer = bytearray()
+        self._channel_max = channel_max
         self._error: str | None = None
 
     @property
@@ -187,8 +194,8 @@ class StreamFramer:
         offset = 0
         size = len(data)
         while offset < size:
-            if data[offset] >= 0x50:
-                # 0x5000-0xFFFF are invalid whatever follows: fail at the first byte.
+            if data[offset] > self._channel_max >> 8:
+                # Past the last channel whatever follows: fail at the first byte.
                 number = data[offset] << 8
                 if size - offset >= 2:
                     number |= data[offset + 1]
@@ -198,7 +205,7 @@ class StreamFramer:
                 break
             first, length = _unpack_header(data, offset)
             try:
-                total = _frame_length(first, length)
+                total = _frame_length(first, length, self._channel_max)
             except StunError as exc:
                 self._error = str(exc)
                 raise

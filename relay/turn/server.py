@@ -38,10 +38,7 @@ from relay.stun import (
 )
 from relay.turn.allocation import (
     CHANNEL_LIFETIME,
-    CHANNEL_MAX,
-    CHANNEL_MIN,
     DEFAULT_ALLOCATION_LIFETIME,
-    LEGACY_CHANNEL_MAX,
     PERMISSION_LIFETIME,
     Allocation,
     AllocationManager,
@@ -51,6 +48,7 @@ from relay.turn.allocation import (
 )
 from relay.turn.auth import Authenticated, IntegrityKind, LongTermAuthenticator, Rejected
 from relay.turn.counters import TurnCounters
+from relay.turn.framing import CHANNEL_MAX, CHANNEL_MIN, LEGACY_CHANNEL_MAX
 from relay.turn.policy import PeerPolicy
 
 log = logging.getLogger(__name__)
@@ -70,7 +68,6 @@ _DATA_INDICATION_HEADER = struct.Struct("!HHI12s")
 @dataclass(frozen=True, slots=True)
 class TurnConfig:
     max_lifetime: float = 3600.0
-    stream: bool = False  # ChannelData to clients padded to 4 bytes (TCP/TLS, RFC 8656 §12.5)
     legacy_channels: bool = True  # accept RFC 5766 channel numbers 0x5000-0x7FFF
 
     @property
@@ -123,7 +120,10 @@ class TurnServer:
                 return self._turn_message(data, addr, transport, now)
         if isinstance(transport, int):
             return self.binding.handle(data, addr, transport, now)
-        return None  # STUN Binding over TCP/TLS: not yet
+        # STUN over TCP/TLS: the Binding core answers as for the connection's listener,
+        # and the answer goes back on the connection.
+        reply = self.binding.handle(data, addr, transport.listener_index, now)
+        return None if reply is None else (reply[0], transport, addr)
 
     def handle_peer(
         self, relay: RelaySocket, data: bytes, addr: Address, now: float
@@ -139,7 +139,8 @@ class TurnServer:
         if channel is not None and channel.expiry > now:
             # RFC 8656 §12.6: a bound channel carries it as ChannelData.
             header = _CHANNEL_HEADER.pack(channel.number, len(data))
-            if self.config.stream and len(data) & 3:
+            if not isinstance(allocation.client, int) and len(data) & 3:
+                # RFC 8656 §12.4: over TCP/TLS, ChannelData is padded to 4 bytes.
                 payload = b"".join((header, data, bytes(4 - (len(data) & 3))))
             else:
                 payload = header + data
@@ -148,6 +149,13 @@ class TurnServer:
         self.counters.to_client_packets += 1
         self.counters.to_client_bytes += len(data)
         return payload, allocation.client, allocation.client_addr
+
+    def connection_closed(self, connection: Transport, addr: Address) -> None:
+        """A TCP/TLS client went away: its allocation goes with it (RFC 8656 §3.1)."""
+        allocation = self.allocations.get((connection, addr))
+        if allocation is not None:
+            self.allocations.remove(allocation)
+            self._event("closed", allocation)
 
     def handle_timer(self, now: float) -> None:
         for allocation in self.allocations.expire(now):
@@ -214,9 +222,10 @@ class TurnServer:
             self.counters.malformed += 1
             if data[1] & 0x10 or data[0] & 0x01:  # not a request: nothing to answer
                 return None
-            if not isinstance(transport, int):
-                return None
-            return self.binding.bad_request(data, addr, transport, str(exc))
+            if isinstance(transport, int):
+                return self.binding.bad_request(data, addr, transport, str(exc))
+            reply = self.binding.bad_request(data, addr, transport.listener_index, str(exc))
+            return reply[0], transport, addr
         if message.message_class == MessageClass.INDICATION:
             if message.method == Method.SEND:
                 return self._send_indication(message, addr, transport, now)
@@ -226,7 +235,8 @@ class TurnServer:
         self.counters.count_request(message.method)
         auth = self.authenticator.authenticate(message, addr[0], now)
         if isinstance(auth, Rejected):
-            self.counters.count_auth_failure(auth.failure)
+            if auth.failure != "missing_integrity":  # the normal first round trip
+                self.counters.count_auth_failure(auth.failure)
             return self._reply(
                 message, addr, transport, auth.code, auth.reason, auth.attributes, None
             )

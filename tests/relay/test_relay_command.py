@@ -116,7 +116,7 @@ def test_dead_worker_is_restarted_and_sigterm_stops_cleanly() -> None:
         workers = [p for p in child_pids(relay.process.pid) if b"spawn_main" in cmdline(p)]
         assert len(workers) == 2
         os.kill(workers[0], 9)
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 40  # a spawned worker imports a lot; CI may be busy
         replaced = False
         while time.monotonic() < deadline:
             now = set(child_pids(relay.process.pid))
