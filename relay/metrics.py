@@ -116,6 +116,11 @@ def _turn_metrics(counters: TurnCounters) -> Iterator[Metric]:
             counters.client_dropped,
         ),
         ("peer_dropped", "peer data dropped (no permission)", counters.peer_dropped),
+        (
+            "bandwidth_dropped",
+            "relayed datagrams dropped over the allocation's --max-bps",
+            counters.bandwidth_dropped,
+        ),
     ):
         yield CounterMetricFamily(f"natkit_turn_{name}", help_text, value=value)
     packets = CounterMetricFamily(

@@ -75,9 +75,7 @@ class RelayRuntime:
             rfc3489=settings.rfc3489,
             counters=self.counters.stun,
         )
-        relay_ips = {
-            socket.AddressFamily(family): (ip, ip) for family, ip in settings.relay_ips().items()
-        }
+        relay_ips = {socket.AddressFamily(f): ips for f, ips in settings.relay_ips().items()}
         ports = UdpRelayPorts(
             loop,
             relay_ips,
@@ -101,6 +99,7 @@ class RelayRuntime:
             config=TurnConfig(
                 max_lifetime=float(settings.max_lifetime),
                 legacy_channels=settings.legacy_channels,
+                max_bps=settings.max_bps,
             ),
             software=settings.software,
             counters=self.counters.turn,

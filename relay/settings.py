@@ -124,6 +124,18 @@ class RelaySettings(BaseSettings):
         description="IP to bind relayed sockets to, one per address family (default: the "
         "first specific --listen address of each family)",
     )
+    external_ip: StrList = Field(
+        default_factory=list,
+        description="PUBLIC[/PRIVATE]: behind a 1:1 NAT, advertise PUBLIC as the relayed "
+        "address while binding PRIVATE (default PRIVATE: the --relay-ip of that family); "
+        "one per address family",
+    )
+    max_bps: int = Field(
+        default=0,
+        ge=0,
+        description="relayed bytes per second per allocation, both directions together; "
+        "beyond it datagrams are dropped (0: no limit)",
+    )
     min_port: int = Field(default=49152, ge=1024, le=65535, description="lowest relay port")
     max_port: int = Field(default=65535, ge=1024, le=65535, description="highest relay port")
     max_allocations: int = Field(
@@ -190,6 +202,22 @@ class RelaySettings(BaseSettings):
                     ipaddress.ip_network(cidr, strict=False)
                 except ValueError:
                     raise ValueError(f"{option} {cidr!r}: not a CIDR") from None
+        externals: list[int] = []
+        for entry in self.external_ip:
+            public, _, private = entry.partition("/")
+            try:
+                addresses = [ipaddress.ip_address(public)]
+                if private:
+                    addresses.append(ipaddress.ip_address(private))
+            except ValueError:
+                raise ValueError(
+                    f"--external-ip {entry!r}: expected PUBLIC[/PRIVATE] IPs"
+                ) from None
+            if len({a.version for a in addresses}) != 1:
+                raise ValueError(f"--external-ip {entry!r}: PUBLIC and PRIVATE families differ")
+            externals.append(addresses[0].version)
+        if len(set(externals)) != len(externals):
+            raise ValueError("--external-ip: at most one per address family")
         families = [Endpoint(ip, 0).family for ip in self.relay_ip]
         if len(set(families)) != len(families):
             raise ValueError("--relay-ip: at most one address per family")
@@ -199,15 +227,32 @@ class RelaySettings(BaseSettings):
         """``--user`` entries as a mapping name -> password."""
         return dict(entry.split(":", 1) for entry in self.user)
 
-    def relay_ips(self) -> dict[int, str]:
-        """Family -> IP to bind relayed sockets to."""
+    def relay_ips(self) -> dict[int, tuple[str, str]]:
+        """Family -> (IP to bind relayed sockets to, IP to advertise for them)."""
         ips: dict[int, str] = {}
         for ip in self.relay_ip:
             ips[Endpoint(ip, 0).family] = ip
         for endpoint in self.listen:
             if endpoint.family not in ips and not endpoint.is_wildcard:
                 ips[endpoint.family] = endpoint.host
-        return ips
+        result = {family: (ip, ip) for family, ip in ips.items()}
+        for public, private in self.external_ips():
+            family = Endpoint(public, 0).family
+            bind = private or ips.get(family)
+            if bind is None:
+                raise ValueError(
+                    f"--external-ip {public}: no private or --relay-ip address to bind"
+                )
+            result[family] = (bind, public)
+        return result
+
+    def external_ips(self) -> list[tuple[str, str | None]]:
+        """``--external-ip`` as (public, private or None) pairs."""
+        pairs: list[tuple[str, str | None]] = []
+        for entry in self.external_ip:
+            public, _, private = entry.partition("/")
+            pairs.append((public, private or None))
+        return pairs
 
     def primary_for(self, alt: Endpoint) -> Endpoint | None:
         """The first ``listen`` address of ``alt``'s family: the RFC 5780 primary."""

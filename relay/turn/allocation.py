@@ -79,10 +79,24 @@ class Allocation:
     reservation_token: bytes | None = None
     alive: bool = True
     # Traffic counters for metrics and quotas.
+    # Token bucket for --max-bps: bytes available now, and when it was last refilled.
+    tokens: float = 0.0
+    refilled: float = 0.0
     packets_to_peer: int = 0
     bytes_to_peer: int = 0
     packets_to_client: int = 0
     bytes_to_client: int = 0
+
+    def take(self, size: int, now: float, rate: int) -> bool:
+        """Spend ``size`` bytes of a ``rate`` bytes/s budget (burst: one second's worth);
+        ``False`` when the budget is spent: the datagram is dropped, as a full link would."""
+        tokens = min(float(rate), self.tokens + (now - self.refilled) * rate)
+        self.refilled = now
+        if tokens < size:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - size
+        return True
 
     def has_permission(self, ip: str, now: float) -> bool:
         expiry = self.permissions.get(ip)

@@ -22,6 +22,7 @@ class TurnCounters:
     to_client_bytes: int = 0
     client_dropped: int = 0  # ChannelData / Send with no allocation, channel or permission
     peer_dropped: int = 0  # peer data without a permission
+    bandwidth_dropped: int = 0  # relayed datagrams over the allocation's --max-bps
     # Gauges, set by the process that owns the allocations at each scrape/report.
     allocations: int = 0
     permissions: int = 0

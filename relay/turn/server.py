@@ -69,6 +69,7 @@ _DATA_INDICATION_HEADER = struct.Struct("!HHI12s")
 class TurnConfig:
     max_lifetime: float = 3600.0
     legacy_channels: bool = True  # accept RFC 5766 channel numbers 0x5000-0x7FFF
+    max_bps: int = 0  # relayed bytes per second per allocation, both ways together; 0: no cap
 
     @property
     def channel_max(self) -> int:
@@ -102,6 +103,7 @@ class TurnServer:
         self.allocations = allocations
         self.config = config if config is not None else TurnConfig()
         self._channel_max = self.config.channel_max
+        self._max_bps = self.config.max_bps
         self.software = software
         self.counters = counters if counters is not None else TurnCounters()
         self._on_event = on_event
@@ -132,6 +134,9 @@ class TurnServer:
         allocation = relay.allocation
         if allocation is None or not allocation.has_permission(addr[0], now):
             self.counters.peer_dropped += 1  # RFC 8656 §10.3: no permission, discard
+            return None
+        if self._max_bps and not allocation.take(len(data), now, self._max_bps):
+            self.counters.bandwidth_dropped += 1
             return None
         allocation.packets_to_client += 1
         allocation.bytes_to_client += len(data)
@@ -192,6 +197,9 @@ class TurnServer:
         if relay is None:
             self.counters.client_dropped += 1
             return None
+        if self._max_bps and not allocation.take(length, now, self._max_bps):
+            self.counters.bandwidth_dropped += 1
+            return None
         payload = data[4 : 4 + length]
         allocation.packets_to_peer += 1
         allocation.bytes_to_peer += length
@@ -239,6 +247,18 @@ class TurnServer:
                 self.counters.count_auth_failure(auth.failure)
             return self._reply(
                 message, addr, transport, auth.code, auth.reason, auth.attributes, None
+            )
+        if message.unknown_required:
+            # RFC 8489 §6.3.1 (after authentication, §9.2.4): unknown comprehension-
+            # required attributes get 420 listing them.
+            return self._reply(
+                message,
+                addr,
+                transport,
+                420,
+                "Unknown Attribute",
+                ((AttributeType.UNKNOWN_ATTRIBUTES, tuple(message.unknown_required)),),
+                auth,
             )
         allocation = self.allocations.get((transport, addr))
         if message.method == Method.ALLOCATE:
@@ -356,6 +376,8 @@ class TurnServer:
             key_material=auth.key,
             relays=relays,
             expiry=now + self._lifetime(message),
+            tokens=float(self._max_bps),
+            refilled=now,
             transaction_id=message.transaction_id,
             reservation_token=reservation,
         )
@@ -542,6 +564,9 @@ class TurnServer:
         relay = allocation.relays.get(_family_of(peer[0]))
         if relay is None:
             self.counters.client_dropped += 1
+            return None
+        if self._max_bps and not allocation.take(len(data), now, self._max_bps):
+            self.counters.bandwidth_dropped += 1
             return None
         allocation.packets_to_peer += 1
         allocation.bytes_to_peer += len(data)

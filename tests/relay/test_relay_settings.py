@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import socket
+
 import pytest
 from pydantic import ValidationError
 
@@ -77,6 +79,16 @@ def test_arguments_override_environment(monkeypatch: pytest.MonkeyPatch) -> None
         ({"workers": 0}, "greater than or equal to 1"),
         ({"listen": ["nonsense"]}, "not a numeric"),
         ({"log_level": "loud"}, "log_level"),
+        ({"user": ["nopassword"]}, "NAME:PASSWORD"),
+        ({"user": [":pw"]}, "NAME:PASSWORD"),
+        ({"allow_peer": ["10.0.0.0/33"]}, "not a CIDR"),
+        ({"deny_peer": ["nonsense"]}, "not a CIDR"),
+        ({"min_port": 60000, "max_port": 50000}, "above --max-port"),
+        ({"tls_listen": ["127.0.0.1:5349"]}, "needs --cert and --key"),
+        ({"external_ip": ["1.2.3.4/::1"]}, "families differ"),
+        ({"external_ip": ["not-an-ip"]}, "PUBLIC"),
+        ({"external_ip": ["1.2.3.4", "5.6.7.8"]}, "one per address family"),
+        ({"relay_ip": ["127.0.0.1", "127.0.0.2"]}, "one address per family"),
     ],
 )
 def test_invalid_settings(kwargs: dict[str, object], problem: str) -> None:
@@ -126,3 +138,25 @@ def test_plan_deduplicates_explicit_listen() -> None:
         }
     )
     assert len(plan_listeners(settings)) == 4
+
+
+def test_relay_addresses_and_external_ip() -> None:
+    settings = RelaySettings.model_validate(
+        {"listen": ["127.0.0.1:3478", "0.0.0.0:3479", "[::1]:3478"]}
+    )
+    assert settings.relay_ips() == {
+        socket.AF_INET: ("127.0.0.1", "127.0.0.1"),
+        socket.AF_INET6: ("::1", "::1"),
+    }
+    behind_nat = RelaySettings.model_validate(
+        {"listen": ["0.0.0.0:3478"], "external_ip": ["198.51.100.1/10.0.0.5"]}
+    )
+    assert behind_nat.relay_ips() == {socket.AF_INET: ("10.0.0.5", "198.51.100.1")}
+    public_only = RelaySettings.model_validate(
+        {"listen": ["10.0.0.5:3478"], "external_ip": ["198.51.100.1"]}
+    )
+    assert public_only.relay_ips() == {socket.AF_INET: ("10.0.0.5", "198.51.100.1")}
+    assert RelaySettings.model_validate({"user": ["a:b:c", "d:e"]}).users() == {
+        "a": "b:c",
+        "d": "e",
+    }

@@ -533,3 +533,85 @@ def test_arbitrary_input_never_raises(body: bytes, kind: int) -> None:
         data = struct.pack("!HHI", kind, len(body), 0x2112A442) + os.urandom(12) + body
     server.handle_client(data, CLIENT, 0, 0.0)
     assert len(server.allocations) == 0
+
+
+def test_unknown_required_attribute_gets_protected_420() -> None:
+    server = make_server()
+    client = Client(server)
+    response = client.request(
+        Method.ALLOCATE, (AttributeType.REQUESTED_TRANSPORT, 17), (0x0030, b"\x00\x00\x00\x01")
+    )
+    assert code(response) == 420
+    assert response.get(AttributeType.UNKNOWN_ATTRIBUTES) == (0x0030,)
+    assert len(server.allocations) == 0
+
+
+def test_bandwidth_cap_drops_beyond_the_budget() -> None:
+    listeners = plan_listeners(RelaySettings.model_validate({"listen": ["192.0.2.1:3478"]}))
+    server = TurnServer(
+        BindingService(listeners),
+        authenticator=LongTermAuthenticator(
+            realm=REALM, users={USER: PASSWORD}, nonce_secret=b"n" * 32
+        ),
+        policy=PeerPolicy(allow=["203.0.113.0/24"]),
+        ports=FakePorts(),
+        allocations=AllocationManager(max_allocations=10, user_quota=0),
+        config=TurnConfig(max_bps=1000),
+    )
+    client = Client(server)
+    client.allocate()
+    client.request(
+        Method.CHANNEL_BIND,
+        (AttributeType.CHANNEL_NUMBER, 0x4000),
+        (AttributeType.XOR_PEER_ADDRESS, PEER),
+    )
+    packet = channel_data(0x4000, bytes(600))
+    assert server.handle_client(packet, CLIENT, 0, 1.0) is not None  # 600 of 1000
+    assert server.handle_client(packet, CLIENT, 0, 1.0) is None  # over the budget
+    allocation = server.allocations.get((0, CLIENT))
+    assert allocation is not None
+    relay = allocation.relays[socket.AF_INET]
+    assert server.handle_peer(relay, bytes(300), PEER, 1.0) is not None  # 900: both ways count
+    assert server.handle_peer(relay, bytes(300), PEER, 1.0) is None
+    assert server.handle_client(packet, CLIENT, 0, 2.0) is not None  # refilled a second later
+    assert server.counters.bandwidth_dropped == 2
+
+
+def test_sha256_password_algorithm() -> None:
+    """RFC 8489 §9.2: a client choosing SHA-256 gets responses protected with
+    MESSAGE-INTEGRITY-SHA256 under the SHA-256 long-term key."""
+    from relay.stun import PasswordAlgorithm, verify_integrity_sha256
+
+    server = make_server()
+    first = Client(server).raw(
+        Message(
+            Method.ALLOCATE,
+            MessageClass.REQUEST,
+            os.urandom(12),
+            ((AttributeType.REQUESTED_TRANSPORT, 17),),
+        ).encode()
+    )
+    assert first is not None
+    offered = first.get(AttributeType.PASSWORD_ALGORITHMS)
+    assert offered is not None
+    assert (PasswordAlgorithm.SHA256, b"") in offered
+    key = long_term_key(USER, REALM, PASSWORD, PasswordAlgorithm.SHA256)
+    request = Message(
+        Method.ALLOCATE,
+        MessageClass.REQUEST,
+        os.urandom(12),
+        (
+            (AttributeType.REQUESTED_TRANSPORT, 17),
+            (AttributeType.USERNAME, USER),
+            (AttributeType.REALM, REALM),
+            (AttributeType.NONCE, first.get(AttributeType.NONCE)),
+            (AttributeType.PASSWORD_ALGORITHMS, offered),
+            (AttributeType.PASSWORD_ALGORITHM, (PasswordAlgorithm.SHA256, b"")),
+        ),
+    )
+    reply = server.handle_client(request.encode(integrity_sha256_key=key), CLIENT, 0, 0.0)
+    assert reply is not None
+    response = parse(reply[0])
+    assert response.message_class == MessageClass.SUCCESS
+    assert response.has_integrity_sha256
+    assert verify_integrity_sha256(response, key)

@@ -121,3 +121,39 @@ def test_uclient_wrong_password_fails(turn_relay: int, echo_peer: int) -> None:
     out = done.stdout + done.stderr
     assert "tot_recv_msgs=5" not in out, out
     assert done.returncode != 0 or "error 401" in out.lower() or "401" in out, out
+
+
+def test_uclient_against_two_workers_and_metrics(echo_peer: int) -> None:
+    """With --workers 2 each allocation lives in the worker that owns the client's
+    5-tuple (SO_REUSEPORT keeps sending a client to the same socket); the supervisor's
+    /metrics sums both workers."""
+    import time
+    import urllib.request
+
+    from tests.netutil import free_tcp_port
+
+    port, metrics = free_udp_port(), free_tcp_port()
+    with natkit_relay(
+        *("--listen", f"127.0.0.1:{port}", "--user", f"{USER}:{PASSWORD}", "--workers", "2"),
+        *("--allow-peer", "127.0.0.0/8", "--metrics-listen", f"127.0.0.1:{metrics}"),
+        "--log-level",
+        "warning",
+        wait_on=("127.0.0.1", port),
+    ):
+        # -c: no RTCP allocations. uclient reserves the RTCP port with EVEN-PORT R and
+        # claims it from another client socket, which may hash to the other worker:
+        # reservations are per worker (the claim then gets 508, see the README).
+        out = uclient(port, echo_peer, "-c", "-u", USER, "-w", PASSWORD, clients=8)
+        assert_all_delivered(out, 400)
+        text = ""
+        for _ in range(40):  # workers report once a second
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as r:
+                text = r.read().decode()
+            if 'natkit_turn_relayed_packets_total{direction="to_client"} 400.0' in text:
+                break
+            time.sleep(0.1)
+        assert 'natkit_turn_relayed_packets_total{direction="to_peer"} 400.0' in text, text
+        assert 'natkit_turn_relayed_packets_total{direction="to_client"} 400.0' in text, text
+        assert 'natkit_turn_requests_total{method="allocate"}' in text, text
+        assert "natkit_turn_allocations_created_total" in text, text
+        assert "natkit_relay_workers 2.0" in text, text

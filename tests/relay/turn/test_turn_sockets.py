@@ -272,3 +272,19 @@ async def test_binding_over_tcp_and_garbage_stream_closed() -> None:
         writer.write(b"\x80\x00\x00\x00 garbage")
         assert await asyncio.wait_for(reader.read(), 3) == b""
         writer.close()
+
+
+async def test_external_ip_is_advertised() -> None:
+    """Behind a 1:1 NAT the relayed address handed out is the public one."""
+    port = free_udp_port()
+    settings = turn_settings(port, external_ip=["198.51.100.1/127.0.0.1"])
+    async with running_relay(settings):
+        transport, _ = await create_turn_endpoint(
+            Collector, server_addr=("127.0.0.1", port), username=USER, password=PASSWORD
+        )
+        try:
+            relayed = transport.get_extra_info("sockname")
+            assert relayed[0] == "198.51.100.1"
+            assert 40000 <= relayed[1] <= 40999
+        finally:
+            transport.close()
