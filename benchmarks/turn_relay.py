@@ -946,6 +946,8 @@ def report(targets: list[Target], args: argparse.Namespace, runner: Runner) -> d
     for key, value in ratios.items():
         if value is not None:
             print(f"  {key:<24} {value:6.2f}")
+        elif key.startswith("loss") and m("coturn", "loss_pct") == 0:
+            print(f"  {key:<24}    n/a (coturn lost 0%, natkit {m('natkit', 'loss_pct')}%)")
     goal_rate = ratios["delivered natkit/coturn"]
     if goal_rate is not None:
         loss_ok = (m("natkit", "loss_pct") or 0) <= (m("coturn", "loss_pct") or 0)

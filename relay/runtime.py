@@ -9,7 +9,8 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from relay.endpoint import Endpoint
@@ -64,11 +65,13 @@ class RelayRuntime:
         self._timer: asyncio.Task[None] | None = None
         self._servers: list[asyncio.Server] = []
         self._connections: set[StreamConnection] = set()
+        self._time: Callable[[], float] = time.monotonic
         self.turn: TurnServer | None = None
 
     async def start(self) -> None:
         settings = self.settings
         loop = asyncio.get_running_loop()
+        self._time = loop.time
         binding = BindingService(
             self.listeners,
             software=settings.software,
@@ -175,7 +178,7 @@ class RelayRuntime:
         turn, listening = self.turn, self._listening
         if turn is None or listening is None:
             return
-        reply = turn.handle_peer(relay, data, addr, asyncio.get_running_loop().time())
+        reply = turn.handle_peer(relay, data, addr, self._time())
         if reply is not None:
             listening.dispatcher.send(reply)
 

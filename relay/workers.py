@@ -171,7 +171,8 @@ class WorkerPool:
         slot.conn.close()
 
     def alive(self) -> int:
-        return sum(1 for s in self._slots if s is not None and s.process.is_alive())
+        """Workers running with their sockets bound (``/livez`` wants all of them)."""
+        return sum(1 for s in self._slots if s is not None and s.ready and s.process.is_alive())
 
     def totals(self) -> RelayCounters:
         total = RelayCounters()

@@ -35,7 +35,9 @@ Handler = Callable[[bytes, Address, int, float], Reply | None]
 
 BATCH = 64
 BUFFER_SIZE = 2048  # larger than any datagram a STUN server accepts over UDP
-MAX_BATCHES_PER_WAKEUP = 16  # then yield to the event loop (level-triggered: we come back)
+# Then yield to the event loop (level-triggered: we come back). Small, so that relayed
+# sockets and timers get their turn between batches: latency over a few more wakeups.
+MAX_BATCHES_PER_WAKEUP = 2
 _MSG_DONTWAIT = 0x40
 _MSG_TRUNC = 0x20
 _SOCKADDR_IN6_SIZE = 28

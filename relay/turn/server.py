@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import struct
 from collections.abc import Callable
@@ -32,6 +33,8 @@ from relay.stun import (
     MessageClass,
     Method,
     StunError,
+    check_fingerprint,
+    decode_xor_address,
     encode_attribute,
     encode_xor_address,
     parse,
@@ -63,6 +66,8 @@ _TURN_METHODS = frozenset(
 )
 MAX_PERMISSIONS = 256  # per allocation; more gets 508 (RFC 8656 §9.2 allows refusing)
 _DATA_INDICATION_HEADER = struct.Struct("!HHI12s")
+_SEND_INDICATION = 0x0016
+_COOKIE_PAD = MAGIC_COOKIE.to_bytes(4, "big") + bytes(12)  # IPv4 XOR needs the cookie only
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +109,9 @@ class TurnServer:
         self.config = config if config is not None else TurnConfig()
         self._channel_max = self.config.channel_max
         self._max_bps = self.config.max_bps
+        self._random = random.Random(os.urandom(16))
+        self._peer_cache: dict[bytes, Address] = {}  # XOR-PEER-ADDRESS value -> IPv4 peer
+        self._peer_attrs: dict[Address, bytes] = {}  # IPv4 peer -> XOR-PEER-ADDRESS TLV
         self.software = software
         self.counters = counters if counters is not None else TurnCounters()
         self._on_event = on_event
@@ -119,6 +127,10 @@ class TurnServer:
         if len(data) >= 20 and not data[0] & 0xC0:
             msg_type, _, cookie = _HEADER.unpack_from(data)
             if cookie == MAGIC_COOKIE and msg_type & 0x3EEF in _TURN_METHODS:
+                if msg_type == _SEND_INDICATION:
+                    fields = self._scan_send(data)
+                    if fields is not None:
+                        return self._send_data(fields[0], fields[1], addr, transport, now)
                 return self._turn_message(data, addr, transport, now)
         if isinstance(transport, int):
             return self.binding.handle(data, addr, transport, now)
@@ -209,15 +221,29 @@ class TurnServer:
 
     def _data_indication(self, data: bytes, peer: Address) -> bytes:
         """A Data indication (RFC 8656 §11.4): XOR-PEER-ADDRESS and DATA, no integrity."""
-        tid = os.urandom(12)
-        peer_attr = encode_attribute(
-            AttributeType.XOR_PEER_ADDRESS, encode_xor_address(peer[0], peer[1], tid)
-        )
-        data_attr = encode_attribute(AttributeType.DATA, data)
+        # An indication is never matched to anything, so its transaction id only needs to
+        # vary, not to be unpredictable: a PRNG saves a system call per datagram.
+        tid = self._random.randbytes(12)
+        if len(peer) == 2 and ":" not in peer[0]:
+            peer_attr = self._peer_attrs.get(peer)
+            if peer_attr is None:  # IPv4: XOR-ed with the cookie only, so cacheable
+                peer_attr = encode_attribute(
+                    AttributeType.XOR_PEER_ADDRESS, encode_xor_address(peer[0], peer[1], tid)
+                )
+                if len(self._peer_attrs) >= 4096:
+                    self._peer_attrs.clear()
+                self._peer_attrs[peer] = peer_attr
+        else:
+            peer_attr = encode_attribute(
+                AttributeType.XOR_PEER_ADDRESS, encode_xor_address(peer[0], peer[1], tid)
+            )
+        size = len(data)
+        padding = -size & 3
         header = _DATA_INDICATION_HEADER.pack(
-            0x0017, len(peer_attr) + len(data_attr), MAGIC_COOKIE, tid
+            0x0017, len(peer_attr) + 4 + size + padding, MAGIC_COOKIE, tid
         )
-        return b"".join((header, peer_attr, data_attr))
+        parts = (header, peer_attr, _CHANNEL_HEADER.pack(AttributeType.DATA, size), data)
+        return b"".join((*parts, bytes(padding))) if padding else b"".join(parts)
 
     # ------------------------------------------------------------ STUN messages
 
@@ -551,14 +577,20 @@ class TurnServer:
     def _send_indication(
         self, message: Message, addr: Address, transport: Transport, now: float
     ) -> Reply | None:
-        allocation = self.allocations.get((transport, addr))
         peer = message.get(AttributeType.XOR_PEER_ADDRESS)
         data = message.get(AttributeType.DATA)
-        # RFC 8656 §10.2: no allocation, no peer, no data or no permission: discard.
-        if allocation is None or peer is None or data is None:
+        # RFC 8656 §10.2: no peer or no data: discard.
+        if peer is None or data is None:
             self.counters.client_dropped += 1
             return None
-        if not allocation.has_permission(peer[0], now):
+        return self._send_data((peer[0], peer[1]), data, addr, transport, now)
+
+    def _send_data(
+        self, peer: Address, data: bytes, addr: Address, transport: Transport, now: float
+    ) -> Reply | None:
+        allocation = self.allocations.get((transport, addr))
+        # RFC 8656 §10.2: no allocation or no permission: discard.
+        if allocation is None or not allocation.has_permission(peer[0], now):
             self.counters.client_dropped += 1
             return None
         relay = allocation.relays.get(_family_of(peer[0]))
@@ -572,7 +604,46 @@ class TurnServer:
         allocation.bytes_to_peer += len(data)
         self.counters.to_peer_packets += 1
         self.counters.to_peer_bytes += len(data)
-        return data, relay, (peer[0], peer[1])
+        return data, relay, peer
+
+    def _scan_send(self, data: bytes) -> tuple[Address, bytes] | None:
+        """(peer, data) of a plain Send indication -- XOR-PEER-ADDRESS, DATA, optionally
+        DONT-FRAGMENT and a last FINGERPRINT -- without building a Message; ``None`` for
+        anything else, which then takes the full parser (the hot path of Send-mode
+        clients; tests check both paths agree)."""
+        end = len(data)
+        pos = 20
+        peer_value = payload = None
+        while pos + 4 <= end:
+            attr_type, length = _CHANNEL_HEADER.unpack_from(data, pos)
+            start = pos + 4
+            stop = start + length
+            if stop > end:
+                return None
+            if attr_type == AttributeType.XOR_PEER_ADDRESS and peer_value is None:
+                peer_value = data[start:stop]
+            elif attr_type == AttributeType.DATA and payload is None:
+                payload = data[start:stop]
+            elif attr_type == AttributeType.FINGERPRINT and stop == end and length == 4:
+                if not check_fingerprint(data, pos):
+                    return None  # the full parser drops it and counts it
+            elif attr_type != AttributeType.DONT_FRAGMENT or length:
+                return None
+            pos = start + ((length + 3) & ~3)
+        if pos != end or peer_value is None or payload is None:
+            return None
+        peer = self._peer_cache.get(peer_value)
+        if peer is None:
+            if len(peer_value) != 8 or peer_value[1] != 1:
+                return None  # IPv6 (XOR-ed with the transaction id) or malformed
+            try:
+                peer = decode_xor_address(peer_value, _COOKIE_PAD)
+            except StunError:
+                return None
+            if len(self._peer_cache) >= 4096:
+                self._peer_cache.clear()
+            self._peer_cache[peer_value] = peer
+        return peer, payload
 
     # ------------------------------------------------------------ responses
 

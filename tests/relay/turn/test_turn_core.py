@@ -615,3 +615,39 @@ def test_sha256_password_algorithm() -> None:
     assert response.message_class == MessageClass.SUCCESS
     assert response.has_integrity_sha256
     assert verify_integrity_sha256(response, key)
+
+
+_SEND_ATTRIBUTES = st.sampled_from(
+    [
+        (AttributeType.XOR_PEER_ADDRESS, PEER),
+        (AttributeType.XOR_PEER_ADDRESS, ("2001:db8::9", 7)),
+        (AttributeType.DATA, b"payload"),
+        (AttributeType.DATA, b""),
+        (AttributeType.DONT_FRAGMENT, True),
+        (AttributeType.SOFTWARE, "x"),
+        (0x8050, b"zz"),
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_SEND_ATTRIBUTES, max_size=5), st.booleans(), st.binary(max_size=40))
+def test_send_fast_path_agrees_with_the_parser(
+    attributes: list[tuple[int, object]], fingerprint: bool, junk: bytes
+) -> None:
+    """The Send-indication scanner either declines (None) or finds exactly what the full
+    codec finds; on garbage it never accepts what the codec rejects."""
+    server = make_server()
+    wire = Message(Method.SEND, MessageClass.INDICATION, os.urandom(12), tuple(attributes))
+    for data in (
+        wire.encode(fingerprint=fingerprint),
+        wire.encode()[:20] + junk[: len(junk) - len(junk) % 4],
+    ):
+        data = data[:2] + struct.pack("!H", len(data) - 20) + data[4:]
+        scanned = server._scan_send(data)
+        if scanned is None:
+            continue
+        message = parse(data)  # must not raise: the scanner accepted it
+        peer = message.get(AttributeType.XOR_PEER_ADDRESS)
+        assert peer is not None
+        assert scanned == ((peer[0], peer[1]), message.get(AttributeType.DATA))

@@ -140,6 +140,15 @@ def test_uclient_against_two_workers_and_metrics(echo_peer: int) -> None:
         "warning",
         wait_on=("127.0.0.1", port),
     ):
+        # Until every worker has bound, SO_REUSEPORT may still move a client between them.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/livez", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "workers never all ready"
+                time.sleep(0.1)
         # -c: no RTCP allocations. uclient reserves the RTCP port with EVEN-PORT R and
         # claims it from another client socket, which may hash to the other worker:
         # reservations are per worker (the claim then gets 508, see the README).
