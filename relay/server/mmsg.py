@@ -133,7 +133,13 @@ class _Vector:
 
 
 class BatchedDatagramSocket:
-    """One bound, non-blocking UDP socket served with recvmmsg/sendmmsg."""
+    """One bound, non-blocking UDP socket served with recvmmsg/sendmmsg.
+
+    Replies to its own datagrams go out in one ``sendmmsg`` per received batch; datagrams
+    that other parts of the relay send from this socket (relayed peer data towards TURN
+    clients) are queued with ``queue`` and go out in one ``sendmmsg`` per event-loop
+    iteration.
+    """
 
     def __init__(
         self,
@@ -156,13 +162,20 @@ class BatchedDatagramSocket:
         self._namelen = 16 if sock.family == socket.AF_INET else _SOCKADDR_IN6_SIZE
         self._rx = _Vector(self._namelen)
         self._tx = _Vector(self._namelen)
-        self._addresses: dict[bytes, Address] = {}
+        self._addresses: dict[bytes, Address] = {}  # sockaddr bytes -> address
+        self._names: dict[Address, bytes] = {}  # and back, for ``queue``
+        self._queued = 0  # messages waiting in the send vector
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._flush_scheduled = False
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
         loop.add_reader(self._fd, self._on_readable)
 
     def stop(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.remove_reader(self._fd)
+        self._flush_queue()
+        self._loop = None
 
     def _on_readable(self) -> None:
         for _ in range(MAX_BATCHES_PER_WAKEUP):
@@ -175,14 +188,40 @@ class BatchedDatagramSocket:
             if count < BATCH:
                 return
 
+    def queue(self, payload: bytes, destination: Address) -> None:
+        """Send ``payload`` to ``destination`` from this socket, batched."""
+        name = self._names.get(destination)
+        if name is None or len(payload) > BUFFER_SIZE or self._loop is None:
+            self._sock.sendto(payload, destination)  # OSError: the dispatcher counts it
+            return
+        if self._queued == BATCH:
+            self._flush_queue()
+        self._put(self._queued, payload, name)
+        self._queued += 1
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush_queue)
+
+    def _flush_queue(self) -> None:
+        self._flush_scheduled = False
+        if self._queued:
+            queued, self._queued = self._queued, 0
+            self._flush(queued)
+
+    def _put(self, slot: int, payload: bytes, name: bytes) -> None:
+        tx = self._tx
+        out = slot * BUFFER_SIZE
+        tx.data_view[out : out + len(payload)] = payload
+        at = slot * _SOCKADDR_IN6_SIZE
+        tx.names_view[at : at + self._namelen] = name
+        _SIZE_T.pack_into(tx.iovs_view, slot * _IOV_SIZE + _IOV_LEN_OFFSET, len(payload))
+
     def _process(self, count: int) -> None:
-        rx, tx = self._rx, self._tx
+        rx = self._rx
         rx_msgs, rx_data, rx_names = rx.msgs_view, rx.data_view, rx.names_view
-        tx_data, tx_names, tx_iovs = tx.data_view, tx.names_view, tx.iovs_view
         namelen, index, handle = self._namelen, self._index, self._handle
-        addresses = self._addresses
+        addresses, put = self._addresses, self._put
         now = self._time()
-        queued = 0
         for i in range(count):
             base = i * _MMSG_SIZE
             if _INT.unpack_from(rx_msgs, base + _FLAGS_OFFSET)[0] & _MSG_TRUNC:
@@ -199,7 +238,9 @@ class BatchedDatagramSocket:
                 addr = _decode_sockaddr(name)
                 if len(addresses) >= 65536:
                     addresses.clear()
+                    self._names.clear()
                 addresses[name] = addr
+                self._names[addr] = name
             reply = handle(data, addr, index, now)
             if reply is None:
                 continue
@@ -207,13 +248,11 @@ class BatchedDatagramSocket:
             if send_from != index or destination is not addr or len(payload) > BUFFER_SIZE:
                 self._dispatcher.send(reply)
                 continue
-            out = queued * BUFFER_SIZE
-            tx_data[out : out + len(payload)] = payload
-            tx_names[queued * _SOCKADDR_IN6_SIZE : queued * _SOCKADDR_IN6_SIZE + namelen] = name
-            _SIZE_T.pack_into(tx_iovs, queued * _IOV_SIZE + _IOV_LEN_OFFSET, len(payload))
-            queued += 1
-        if queued:
-            self._flush(queued)
+            if self._queued == BATCH:
+                self._flush_queue()
+            put(self._queued, payload, name)
+            self._queued += 1
+        self._flush_queue()
 
     def _flush(self, queued: int) -> None:
         start = 0

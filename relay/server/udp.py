@@ -34,17 +34,21 @@ class Dispatcher:
     """Sends replies: from listening socket ``n`` when the reply names ``n``, else through
     the ``Sink`` it names. UDP may drop: a refused send is counted, never raised."""
 
-    __slots__ = ("_counters", "sockets")
+    __slots__ = ("_counters", "batched", "sockets")
 
     def __init__(self, sockets: Sequence[socket.socket], counters: StunCounters) -> None:
         self.sockets = sockets
+        self.batched: list[mmsg.BatchedDatagramSocket] = []  # by index, when batched
         self._counters = counters
 
     def send(self, reply: Reply) -> None:
         payload, sink, destination = reply
         try:
             if isinstance(sink, int):
-                self.sockets[sink].sendto(payload, destination)
+                if self.batched:
+                    self.batched[sink].queue(payload, destination)
+                else:
+                    self.sockets[sink].sendto(payload, destination)
             else:
                 sink.send(payload, destination)
         except OSError as exc:  # buffer full, unroutable destination: UDP may drop
@@ -136,6 +140,7 @@ async def open_listeners(
                     sock, listener.index, handle, dispatcher, counters, loop.time
                 )
                 served.start(loop)
+                dispatcher.batched.append(served)
                 listening.add(sock.close)
                 listening.add(lambda served=served: served.stop(loop))  # type: ignore[misc]
         else:
