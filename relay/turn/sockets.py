@@ -21,7 +21,6 @@ from relay.turn.allocation import Allocation
 log = logging.getLogger(__name__)
 
 MAX_DATAGRAM = 65535
-READS_PER_WAKEUP = 32  # then yield to the loop; level-triggered readiness brings us back
 BIND_ATTEMPTS = 64
 
 
@@ -57,17 +56,18 @@ class UdpRelaySocket:
         self._sock.sendto(data, addr)
 
     def _readable(self) -> None:
+        # One datagram per wakeup: readiness is level-triggered, so the loop calls again
+        # while more are queued, and the common case (one datagram per peer per
+        # iteration) costs no extra recvfrom that ends in EAGAIN.
         ports = self._ports
-        buffer, view = ports.buffer, ports.view
-        for _ in range(READS_PER_WAKEUP):
-            try:
-                size, addr = self._sock.recvfrom_into(buffer)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # ICMP errors for earlier sends surface here
-                log.debug("relay %s: %s", self.address, exc)
-                continue
-            ports.on_datagram(self, bytes(view[:size]), addr)
+        try:
+            size, addr = self._sock.recvfrom_into(ports.buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # ICMP errors for earlier sends surface here
+            log.debug("relay %s: %s", self.address, exc)
+            return
+        ports.on_datagram(self, bytes(ports.view[:size]), addr)
 
     def close(self) -> None:
         if self._fd >= 0:
