@@ -63,8 +63,10 @@ async def _start_metrics(
     return runner.cleanup
 
 
-async def serve(settings: RelaySettings, stop: asyncio.Event) -> None:
-    """Serve until ``stop`` is set."""
+async def serve(
+    settings: RelaySettings, stop: asyncio.Event, ready: asyncio.Event | None = None
+) -> None:
+    """Serve until ``stop`` is set; ``ready`` is set once every socket is bound."""
     listeners = plan_listeners(settings)
     server: _InProcess | WorkerPool = (
         _InProcess(settings, listeners)
@@ -80,6 +82,8 @@ async def serve(settings: RelaySettings, stop: asyncio.Event) -> None:
                 extra = f" (RFC 5780 alternate {listener.other})" if listener.other else ""
                 log.info("STUN listening on udp %s%s", listener.address, extra)
             log.info("relay ready: %d worker(s)", settings.workers)
+            if ready is not None:
+                ready.set()
             await stop.wait()
             log.info("relay stopping")
         finally:

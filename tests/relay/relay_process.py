@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from aioice import stun as aioice_stun
+
+from relay.app import serve
+from relay.settings import RelaySettings
 
 
 def binding_request() -> bytes:
@@ -82,3 +87,22 @@ def natkit_relay(*args: str, wait_on: tuple[str, int] | None = None) -> Iterator
                 process.wait()
         if process.stdout is not None:
             process.stdout.close()
+
+
+@contextlib.asynccontextmanager
+async def running_relay(settings: RelaySettings) -> AsyncIterator[None]:
+    """``relay.app.serve`` on this event loop, from bound sockets to a clean stop."""
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(serve(settings, stop, ready))
+    waiter = asyncio.create_task(ready.wait())
+    await asyncio.wait({task, waiter}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    try:
+        if task.done():
+            task.result()  # raises what made it stop
+            raise AssertionError("relay stopped before it was ready")
+        assert ready.is_set(), "relay not ready in 30 s"
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)

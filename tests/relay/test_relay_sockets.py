@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator
 from typing import cast
 
 import pytest
@@ -15,10 +13,9 @@ from aioice import stun as aioice_stun
 from aioice.candidate import Candidate
 from aioice.ice import Connection, StunProtocol, server_reflexive_candidate
 
-from relay.app import serve
 from relay.settings import RelaySettings
 from tests.netutil import free_udp_port
-from tests.relay.relay_process import binding_request
+from tests.relay.relay_process import binding_request, running_relay
 
 
 class _Receiver:
@@ -29,20 +26,6 @@ class _Receiver:
     def protocol_lost(self, protocol: object) -> None: ...
 
     def request_received(self, message: object, addr: object, protocol: object) -> None: ...
-
-
-@contextlib.asynccontextmanager
-async def running_relay(settings: RelaySettings) -> AsyncIterator[None]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(settings, stop))
-    await asyncio.sleep(0.1)
-    try:
-        if task.done():
-            task.result()
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
 
 
 async def aioice_binding(server: tuple[str, int]) -> tuple[str, int, tuple[str, int]]:

@@ -7,16 +7,15 @@ import asyncio
 import contextlib
 import socket
 import ssl
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aioice.turn import create_turn_endpoint
 
-from relay.app import serve
 from relay.settings import RelaySettings
 from relay.turn.auth import rest_api_credentials
 from tests.netutil import free_udp_port
+from tests.relay.relay_process import running_relay
 
 USER, PASSWORD, SECRET = "alice", "wonderland", "rest-secret"
 
@@ -33,20 +32,6 @@ def turn_settings(port: int, **extra: object) -> RelaySettings:
     }
     values.update(extra)
     return RelaySettings.model_validate(values)
-
-
-@contextlib.asynccontextmanager
-async def running_relay(settings: RelaySettings) -> AsyncIterator[None]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(settings, stop))
-    await asyncio.sleep(0.1)
-    try:
-        if task.done():
-            task.result()
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
 
 
 class Collector(asyncio.DatagramProtocol):
