@@ -81,6 +81,17 @@ class TurnConfig:
         return LEGACY_CHANNEL_MAX if self.legacy_channels else CHANNEL_MAX
 
 
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """An authenticated request being handled: what every handler and response needs."""
+
+    message: Message
+    addr: Address
+    transport: Transport
+    auth: Authenticated
+    now: float
+
+
 def _family_of(ip: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in ip else socket.AF_INET
 
@@ -271,34 +282,28 @@ class TurnServer:
         if isinstance(auth, Rejected):
             if auth.failure != "missing_integrity":  # the normal first round trip
                 self.counters.count_auth_failure(auth.failure)
-            return self._reply(
-                message, addr, transport, auth.code, auth.reason, auth.attributes, None
-            )
+            self.counters.count_error(auth.code)
+            response = self._error_message(message, auth.code, auth.reason, auth.attributes)
+            return response.encode(fingerprint=message.has_fingerprint), transport, addr
+        req = _Request(message, addr, transport, auth, now)
         if message.unknown_required:
             # RFC 8489 §6.3.1 (after authentication, §9.2.4): unknown comprehension-
             # required attributes get 420 listing them.
-            return self._reply(
-                message,
-                addr,
-                transport,
-                420,
-                "Unknown Attribute",
-                ((AttributeType.UNKNOWN_ATTRIBUTES, tuple(message.unknown_required)),),
-                auth,
-            )
+            unknown = ((AttributeType.UNKNOWN_ATTRIBUTES, tuple(message.unknown_required)),)
+            return self._error(req, 420, "Unknown Attribute", unknown)
         allocation = self.allocations.get((transport, addr))
         if message.method == Method.ALLOCATE:
-            return self._allocate(message, addr, transport, auth, allocation, now)
+            return self._allocate(req, allocation)
         if allocation is None:
-            return self._error(message, addr, transport, auth, 437, "Allocation Mismatch")
+            return self._error(req, 437, "Allocation Mismatch")
         if auth.username != allocation.username:
             # RFC 8656 §5: requests on an allocation must use the credentials that made it.
-            return self._error(message, addr, transport, auth, 441, "Wrong Credentials")
+            return self._error(req, 441, "Wrong Credentials")
         if message.method == Method.REFRESH:
-            return self._refresh(message, addr, transport, auth, allocation, now)
+            return self._refresh(req, allocation)
         if message.method == Method.CREATE_PERMISSION:
-            return self._create_permission(message, addr, transport, auth, allocation, now)
-        return self._channel_bind(message, addr, transport, auth, allocation, now)
+            return self._create_permission(req, allocation)
+        return self._channel_bind(req, allocation)
 
     def _lifetime(self, message: Message) -> float:
         # RFC 8656 §7.2 / §8: min(requested, maximum); never below the default.
@@ -307,49 +312,40 @@ class TurnServer:
             return DEFAULT_ALLOCATION_LIFETIME
         return max(DEFAULT_ALLOCATION_LIFETIME, min(float(requested), self.config.max_lifetime))
 
-    def _allocate(
-        self,
-        message: Message,
-        addr: Address,
-        transport: Transport,
-        auth: Authenticated,
-        existing: Allocation | None,
-        now: float,
-    ) -> Reply:
+    def _allocate(self, req: _Request, existing: Allocation | None) -> Reply:
+        message, auth, now = req.message, req.auth, req.now
         if existing is not None:
             if (
                 existing.transaction_id == message.transaction_id
                 and auth.username == existing.username
             ):
                 # RFC 8656 §7.2: a retransmitted Allocate gets the success again.
-                return self._allocate_success(message, addr, transport, auth, existing, None)
-            return self._error(message, addr, transport, auth, 437, "Allocation Mismatch")
+                return self._allocate_success(req, existing, None)
+            return self._error(req, 437, "Allocation Mismatch")
         protocol = message.get(AttributeType.REQUESTED_TRANSPORT)
         if protocol is None:
-            return self._error(message, addr, transport, auth, 400, "REQUESTED-TRANSPORT missing")
+            return self._error(req, 400, "REQUESTED-TRANSPORT missing")
         if protocol != UDP_PROTOCOL:
-            return self._error(
-                message, addr, transport, auth, 442, "Unsupported Transport Protocol"
-            )
+            return self._error(req, 442, "Unsupported Transport Protocol")
         token = message.get(AttributeType.RESERVATION_TOKEN)
         even_port = message.get(AttributeType.EVEN_PORT)
         requested_family = message.get(AttributeType.REQUESTED_ADDRESS_FAMILY)
         additional_family = message.get(AttributeType.ADDITIONAL_ADDRESS_FAMILY)
         if token is not None and (even_port is not None or requested_family is not None):
             # RFC 8656 §7.2: RESERVATION-TOKEN excludes EVEN-PORT and REQUESTED-ADDRESS-FAMILY.
-            return self._error(message, addr, transport, auth, 400, "Bad Request")
+            return self._error(req, 400, "Bad Request")
         if additional_family is not None and (
             requested_family is not None or additional_family != FAMILY_IPV6
         ):
             # RFC 8656 §7.2: ADDITIONAL-ADDRESS-FAMILY is IPv6 only and excludes
             # REQUESTED-ADDRESS-FAMILY.
-            return self._error(message, addr, transport, auth, 400, "Bad Request")
+            return self._error(req, 400, "Bad Request")
         if requested_family is not None and requested_family not in _FAMILIES:
-            return self._error(message, addr, transport, auth, 440, "Address Family not Supported")
+            return self._error(req, 440, "Address Family not Supported")
         quota = self.allocations.check_quota(auth.user)
         if quota is not None:
             self.counters.quota_rejections += 1
-            return self._error(message, addr, transport, auth, 486, "Allocation Quota Reached")
+            return self._error(req, 486, "Allocation Quota Reached")
 
         relays: dict[socket.AddressFamily, RelaySocket] = {}
         address_error: AddressErrorCode | None = None
@@ -357,18 +353,16 @@ class TurnServer:
         if token is not None:
             relay = self.allocations.claim(token, now)
             if relay is None:
-                return self._error(message, addr, transport, auth, 508, "Insufficient Capacity")
+                return self._error(req, 508, "Insufficient Capacity")
             relays[relay.family] = relay
         else:
             family = _FAMILIES[requested_family or FAMILY_IPV4]
             if family not in self.ports.families():
-                return self._error(
-                    message, addr, transport, auth, 440, "Address Family not Supported"
-                )
+                return self._error(req, 440, "Address Family not Supported")
             if even_port is not None:
                 pair = self._bind_even(family, reserve=bool(even_port))
                 if pair is None:
-                    return self._error(message, addr, transport, auth, 508, "Insufficient Capacity")
+                    return self._error(req, 508, "Insufficient Capacity")
                 relay, reserved = pair
                 if reserved is not None:
                     reservation = os.urandom(8)
@@ -376,7 +370,7 @@ class TurnServer:
             else:
                 bound = self.ports.bind(family, None)
                 if bound is None:
-                    return self._error(message, addr, transport, auth, 508, "Insufficient Capacity")
+                    return self._error(req, 508, "Insufficient Capacity")
                 relay = bound
             relays[family] = relay
             if additional_family is not None:
@@ -394,9 +388,9 @@ class TurnServer:
                 else:
                     relays[socket.AF_INET6] = extra
         allocation = Allocation(
-            key=(transport, addr),
-            client=transport,
-            client_addr=addr,
+            key=(req.transport, req.addr),
+            client=req.transport,
+            client_addr=req.addr,
             username=auth.username,
             user=auth.user,
             key_material=auth.key,
@@ -410,9 +404,7 @@ class TurnServer:
         self.allocations.add(allocation)
         self.counters.allocations_created += 1
         self._event("allocated", allocation)
-        return self._allocate_success(
-            message, addr, transport, auth, allocation, address_error, now
-        )
+        return self._allocate_success(req, allocation, address_error)
 
     def _bind_even(
         self, family: socket.AddressFamily, *, reserve: bool
@@ -435,60 +427,42 @@ class TurnServer:
         return None
 
     def _allocate_success(
-        self,
-        message: Message,
-        addr: Address,
-        transport: Transport,
-        auth: Authenticated,
-        allocation: Allocation,
-        address_error: AddressErrorCode | None,
-        now: float | None = None,
+        self, req: _Request, allocation: Allocation, address_error: AddressErrorCode | None
     ) -> Reply:
         attributes: list[tuple[int, object]] = [
             (AttributeType.XOR_RELAYED_ADDRESS, relay.address)
             for relay in allocation.relays.values()
         ]
-        remaining = allocation.expiry - now if now is not None else self._lifetime(message)
+        remaining = allocation.expiry - req.now
         attributes.append((AttributeType.LIFETIME, max(0, int(remaining))))
         if allocation.reservation_token is not None:
             attributes.append((AttributeType.RESERVATION_TOKEN, allocation.reservation_token))
         if address_error is not None:
             attributes.append((AttributeType.ADDRESS_ERROR_CODE, address_error))
-        attributes.append((AttributeType.XOR_MAPPED_ADDRESS, (addr[0], addr[1])))
-        return self._success(message, addr, transport, auth, attributes)
+        attributes.append((AttributeType.XOR_MAPPED_ADDRESS, (req.addr[0], req.addr[1])))
+        return self._success(req, attributes)
 
-    def _refresh(
-        self,
-        message: Message,
-        addr: Address,
-        transport: Transport,
-        auth: Authenticated,
-        allocation: Allocation,
-        now: float,
-    ) -> Reply:
+    def _refresh(self, req: _Request, allocation: Allocation) -> Reply:
+        message, now = req.message, req.now
         requested = message.get(AttributeType.LIFETIME)
         family_value = message.get(AttributeType.REQUESTED_ADDRESS_FAMILY)
         if family_value is not None:
             family = _FAMILIES.get(family_value)
             if family is None or family not in allocation.relays:
                 # RFC 8656 §8: refreshing a family the allocation does not have.
-                return self._error(
-                    message, addr, transport, auth, 443, "Peer Address Family Mismatch"
-                )
+                return self._error(req, 443, "Peer Address Family Mismatch")
             if requested == 0 and len(allocation.relays) > 1:
                 allocation.relays.pop(family).close()
-                return self._success(message, addr, transport, auth, [(AttributeType.LIFETIME, 0)])
+                return self._success(req, [(AttributeType.LIFETIME, 0)])
         if requested == 0:
             self.allocations.remove(allocation)
             self._event("deleted", allocation)
-            return self._success(message, addr, transport, auth, [(AttributeType.LIFETIME, 0)])
+            return self._success(req, [(AttributeType.LIFETIME, 0)])
         lifetime = self._lifetime(message)
         allocation.expiry = now + lifetime
         self.allocations.schedule(allocation)
         self._event("refreshed", allocation)
-        return self._success(
-            message, addr, transport, auth, [(AttributeType.LIFETIME, int(lifetime))]
-        )
+        return self._success(req, [(AttributeType.LIFETIME, int(lifetime))])
 
     def _check_peer(self, allocation: Allocation, peer: tuple[str, int]) -> tuple[int, str] | None:
         """The error for a peer address this allocation may not use, or ``None``."""
@@ -499,49 +473,33 @@ class TurnServer:
             return 403, "Forbidden: peer address not permitted"
         return None
 
-    def _create_permission(
-        self,
-        message: Message,
-        addr: Address,
-        transport: Transport,
-        auth: Authenticated,
-        allocation: Allocation,
-        now: float,
-    ) -> Reply:
+    def _create_permission(self, req: _Request, allocation: Allocation) -> Reply:
+        message, now = req.message, req.now
         peers = message.get_all(AttributeType.XOR_PEER_ADDRESS)
         if not peers:
-            return self._error(message, addr, transport, auth, 400, "XOR-PEER-ADDRESS missing")
+            return self._error(req, 400, "XOR-PEER-ADDRESS missing")
         for peer in peers:  # all or nothing (RFC 8656 §9.2)
             problem = self._check_peer(allocation, peer)
             if problem is not None:
-                return self._error(message, addr, transport, auth, *problem)
+                return self._error(req, *problem)
         new = {peer[0] for peer in peers} - allocation.permissions.keys()
         if len(allocation.permissions) + len(new) > MAX_PERMISSIONS:
-            return self._error(message, addr, transport, auth, 508, "Insufficient Capacity")
+            return self._error(req, 508, "Insufficient Capacity")
         expiry = now + PERMISSION_LIFETIME
         for peer in peers:
             allocation.permissions[peer[0]] = expiry
         self.counters.permissions_created += len(new)
         self._event("permission", allocation)
-        return self._success(message, addr, transport, auth, [])
+        return self._success(req, [])
 
-    def _channel_bind(
-        self,
-        message: Message,
-        addr: Address,
-        transport: Transport,
-        auth: Authenticated,
-        allocation: Allocation,
-        now: float,
-    ) -> Reply:
+    def _channel_bind(self, req: _Request, allocation: Allocation) -> Reply:
+        message, now = req.message, req.now
         number = message.get(AttributeType.CHANNEL_NUMBER)
         peer = message.get(AttributeType.XOR_PEER_ADDRESS)
         if number is None or peer is None:
-            return self._error(
-                message, addr, transport, auth, 400, "CHANNEL-NUMBER and XOR-PEER-ADDRESS required"
-            )
+            return self._error(req, 400, "CHANNEL-NUMBER and XOR-PEER-ADDRESS required")
         if not CHANNEL_MIN <= number <= self._channel_max:
-            return self._error(message, addr, transport, auth, 400, "channel number out of range")
+            return self._error(req, 400, "channel number out of range")
         peer = (peer[0], peer[1])
         bound = allocation.channel_for_number(number, now)
         by_peer = allocation.peer_channels.get(peer)
@@ -552,12 +510,12 @@ class TurnServer:
         if (bound is not None and bound.peer != peer) or (
             by_peer is not None and by_peer.number != number
         ):
-            return self._error(message, addr, transport, auth, 400, "channel already in use")
+            return self._error(req, 400, "channel already in use")
         if bound is None and (number in allocation.cooldown or peer in allocation.cooldown):
-            return self._error(message, addr, transport, auth, 400, "channel cooling down")
+            return self._error(req, 400, "channel cooling down")
         problem = self._check_peer(allocation, peer)
         if problem is not None:
-            return self._error(message, addr, transport, auth, *problem)
+            return self._error(req, *problem)
         if bound is None:
             stale = allocation.channels.pop(number, None)
             if stale is not None:
@@ -572,7 +530,7 @@ class TurnServer:
             allocation.permissions.get(peer[0], 0.0), now + PERMISSION_LIFETIME
         )
         self._event("channel", allocation)
-        return self._success(message, addr, transport, auth, [])
+        return self._success(req, [])
 
     def _send_indication(
         self, message: Message, addr: Address, transport: Transport, now: float
@@ -647,64 +605,45 @@ class TurnServer:
 
     # ------------------------------------------------------------ responses
 
-    def _success(
-        self,
-        message: Message,
-        addr: Address,
-        transport: Transport,
-        auth: Authenticated,
-        attributes: list[tuple[int, object]],
-    ) -> Reply:
+    def _success(self, req: _Request, attributes: list[tuple[int, object]]) -> Reply:
         if self.software:
             attributes.append((AttributeType.SOFTWARE, self.software))
+        message = req.message
         response = Message(
             message.method, MessageClass.SUCCESS, message.transaction_id, tuple(attributes)
         )
-        return self._protected(response, message, auth), transport, addr
+        return self._protected(response, req), req.transport, req.addr
 
     def _error(
         self,
-        message: Message,
-        addr: Address,
-        transport: Transport,
-        auth: Authenticated,
+        req: _Request,
         code: int,
         reason: str,
+        extra: tuple[tuple[int, object], ...] = (),
     ) -> Reply:
-        return self._reply(message, addr, transport, code, reason, (), auth)
-
-    def _reply(
-        self,
-        message: Message,
-        addr: Address,
-        transport: Transport,
-        code: int,
-        reason: str,
-        extra: tuple[tuple[int, object], ...],
-        auth: Authenticated | None,
-    ) -> Reply:
+        """An error response, protected with the request's credentials."""
         self.counters.count_error(code)
+        response = self._error_message(req.message, code, reason, extra)
+        return self._protected(response, req), req.transport, req.addr
+
+    def _error_message(
+        self, message: Message, code: int, reason: str, extra: tuple[tuple[int, object], ...]
+    ) -> Message:
         attributes: list[tuple[int, object]] = [(AttributeType.ERROR_CODE, ErrorCode(code, reason))]
         attributes.extend(extra)
         if self.software:
             attributes.append((AttributeType.SOFTWARE, self.software))
-        response = Message(
+        return Message(
             message.method, MessageClass.ERROR, message.transaction_id, tuple(attributes)
         )
-        if auth is None:
-            payload = response.encode(fingerprint=message.has_fingerprint)
-        else:
-            payload = self._protected(response, message, auth)
-        return payload, transport, addr
 
     @staticmethod
-    def _protected(response: Message, request: Message, auth: Authenticated) -> bytes:
+    def _protected(response: Message, req: _Request) -> bytes:
         # RFC 8489 §9.2.4: protect the response with the integrity type of the request.
-        if auth.integrity is IntegrityKind.SHA256:
-            return response.encode(
-                integrity_sha256_key=auth.key, fingerprint=request.has_fingerprint
-            )
-        return response.encode(integrity_key=auth.key, fingerprint=request.has_fingerprint)
+        fingerprint = req.message.has_fingerprint
+        if req.auth.integrity is IntegrityKind.SHA256:
+            return response.encode(integrity_sha256_key=req.auth.key, fingerprint=fingerprint)
+        return response.encode(integrity_key=req.auth.key, fingerprint=fingerprint)
 
     def _event(self, kind: str, allocation: Allocation) -> None:
         if log.isEnabledFor(logging.DEBUG):
