@@ -3,7 +3,7 @@
 # is missing. With no arguments: everything the test suite and the benchmarks use; with
 # arguments: just those packages.
 set -euo pipefail
-packages=(coturn redis-server iptables nftables conntrack iproute2 gcc python3-venv)
+packages=(coturn redis-server iptables nftables conntrack iproute2 gcc openssl python3-venv)
 if (($#)); then packages=("$@"); fi
 missing=()
 for p in "${packages[@]}"; do

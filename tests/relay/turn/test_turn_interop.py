@@ -42,18 +42,52 @@ def echo_peer() -> Iterator[int]:
 
 
 @pytest.fixture(scope="module")
-def turn_relay() -> Iterator[int]:
-    port = free_udp_port()
+def tls_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    folder = tmp_path_factory.mktemp("uclient-tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=natkit",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return str(cert), str(key)
+
+
+@pytest.fixture(scope="module")
+def turn_relay(tls_pair: tuple[str, str]) -> Iterator[tuple[int, int]]:
+    """natkit relay on UDP+TCP port P and TLS port T: yields (P, T)."""
+    port, tls_port = free_udp_port(), free_udp_port()
+    cert, key = tls_pair
     with natkit_relay(
         *("--listen", f"127.0.0.1:{port}", "--user", f"{USER}:{PASSWORD}"),
         *("--auth-secret", SECRET, "--allow-peer", "127.0.0.0/8", "--realm", "natkit.test"),
+        *("--tls-listen", f"127.0.0.1:{tls_port}", "--cert", cert, "--key", key),
         *("--metrics-listen", "", "--log-level", "warning"),
         wait_on=("127.0.0.1", port),
     ):
-        yield port
+        yield port, tls_port
 
 
-def uclient(port: int, peer: int, *flags: str, messages: int = 50, clients: int = 4) -> str:
+def uclient(
+    port: int, peer: int, *flags: str, messages: int = 50, clients: int = 4, length: int = 200
+) -> str:
     argv = [
         tool("turnutils_uclient"),
         *flags,
@@ -66,7 +100,7 @@ def uclient(port: int, peer: int, *flags: str, messages: int = 50, clients: int 
         "-m",
         str(clients),
         "-l",
-        "200",
+        str(length),
         "-z",
         "5",
         "-p",
@@ -86,19 +120,32 @@ def assert_all_delivered(out: str, expected: int) -> None:
     assert "Total lost packets 0 (0.000000%)" in out, out
 
 
-@pytest.mark.parametrize("mode", [(), ("-s",)], ids=["channeldata", "send-indications"])
-def test_uclient_static_user(turn_relay: int, echo_peer: int, mode: tuple[str, ...]) -> None:
-    out = uclient(turn_relay, echo_peer, *mode, "-u", USER, "-w", PASSWORD)
+MODES = {
+    "udp-channeldata": (),
+    "udp-send-indications": ("-s",),
+    "tcp-channeldata": ("-t",),
+    "tcp-send-indications": ("-t", "-s"),
+    "tls-channeldata": ("-t", "-S"),
+}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_uclient_static_user(turn_relay: tuple[int, int], echo_peer: int, mode: str) -> None:
+    port = turn_relay[1] if "-S" in MODES[mode] else turn_relay[0]
+    # 170-byte messages: not a multiple of 4, so stream padding is exercised.
+    out = uclient(port, echo_peer, *MODES[mode], "-u", USER, "-w", PASSWORD, length=170)
     assert_all_delivered(out, 200)
 
 
 @pytest.mark.parametrize("mode", [(), ("-s",)], ids=["channeldata", "send-indications"])
-def test_uclient_rest_secret(turn_relay: int, echo_peer: int, mode: tuple[str, ...]) -> None:
-    out = uclient(turn_relay, echo_peer, *mode, "-u", "carol", "-W", SECRET)
+def test_uclient_rest_secret(
+    turn_relay: tuple[int, int], echo_peer: int, mode: tuple[str, ...]
+) -> None:
+    out = uclient(turn_relay[0], echo_peer, *mode, "-u", "carol", "-W", SECRET)
     assert_all_delivered(out, 200)
 
 
-def test_uclient_wrong_password_fails(turn_relay: int, echo_peer: int) -> None:
+def test_uclient_wrong_password_fails(turn_relay: tuple[int, int], echo_peer: int) -> None:
     argv = [
         tool("turnutils_uclient"),
         "-u",
