@@ -9,8 +9,7 @@ import contextlib
 import logging
 import socket
 import ssl
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from relay.endpoint import Endpoint
@@ -18,7 +17,6 @@ from relay.server.binding import BindingService
 from relay.server.counters import StunCounters
 from relay.server.listeners import Listener
 from relay.server.stream import StreamConnection
-from relay.server.types import Address
 from relay.server.udp import Listening, open_listeners
 from relay.settings import RelaySettings
 from relay.turn.allocation import AllocationManager
@@ -26,7 +24,7 @@ from relay.turn.auth import LongTermAuthenticator
 from relay.turn.counters import TurnCounters
 from relay.turn.policy import PeerPolicy
 from relay.turn.server import TurnConfig, TurnServer
-from relay.turn.sockets import UdpRelayPorts, UdpRelaySocket
+from relay.turn.sockets import UdpRelayPorts
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +63,11 @@ class RelayRuntime:
         self._timer: asyncio.Task[None] | None = None
         self._servers: list[asyncio.Server] = []
         self._connections: set[StreamConnection] = set()
-        self._time: Callable[[], float] = time.monotonic
         self.turn: TurnServer | None = None
 
     async def start(self) -> None:
         settings = self.settings
         loop = asyncio.get_running_loop()
-        self._time = loop.time
         binding = BindingService(
             self.listeners,
             software=settings.software,
@@ -84,7 +80,7 @@ class RelayRuntime:
             relay_ips,
             min_port=settings.min_port,
             max_port=settings.max_port,
-            on_datagram=self._peer_datagram,
+            time=loop.time,
         )
         self.turn = TurnServer(
             binding,
@@ -116,6 +112,7 @@ class RelayRuntime:
             reuse_port=self._reuse_port,
             batched=settings.batch_io,
         )
+        ports.serve(self.turn.handle_peer, self._listening.dispatcher.send)
         self._timer = asyncio.create_task(self._tick())
         await self._start_streams()
 
@@ -173,14 +170,6 @@ class RelayRuntime:
         )
         self._connections.add(connection)
         return connection
-
-    def _peer_datagram(self, relay: UdpRelaySocket, data: bytes, addr: Address) -> None:
-        turn, listening = self.turn, self._listening
-        if turn is None or listening is None:
-            return
-        reply = turn.handle_peer(relay, data, addr, self._time())
-        if reply is not None:
-            listening.dispatcher.send(reply)
 
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()

@@ -12,7 +12,7 @@ Address = tuple[str, int] | tuple[str, int, int, int]
 class Sink(Protocol):
     """Something a reply can be sent through: a relayed socket or a client connection."""
 
-    def send(self, data: bytes, addr: Address) -> None: ...
+    def send(self, data: bytes, addr: Address) -> object: ...
 
 
 # One datagram to send: (payload, where from, destination). "Where from" is a listener

@@ -3,7 +3,7 @@
 Each allocation's relayed transport address is a UDP socket bound to the relay IP of its
 family, on a random port in ``[min_port, max_port]``. Datagrams from peers are read with
 ``recvfrom_into`` into one buffer shared by every relayed socket (the loop is single
-threaded), then handed to ``on_datagram``.
+threaded), then handed to the TURN core and its reply to the dispatcher (``serve``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import random
 import socket
 from collections.abc import Callable, Mapping
 
-from relay.server.types import Address
+from relay.server.types import Address, Reply
 from relay.turn.allocation import Allocation
 
 log = logging.getLogger(__name__)
@@ -27,16 +27,7 @@ BIND_ATTEMPTS = 64
 class UdpRelaySocket:
     """One relayed transport address (RFC 8656 §2.2)."""
 
-    __slots__ = (
-        "_fd",
-        "_loop",
-        "_on_datagram",
-        "_ports",
-        "_sock",
-        "address",
-        "allocation",
-        "family",
-    )
+    __slots__ = ("_fd", "_ports", "_sock", "address", "allocation", "family", "send")
 
     def __init__(
         self,
@@ -50,10 +41,9 @@ class UdpRelaySocket:
         self.address = address
         self.allocation: Allocation | None = None
         self._ports = ports
+        # The Sink interface, bound straight to the socket: no Python frame per datagram.
+        self.send: Callable[[bytes, Address], object] = sock.sendto
         ports.loop.add_reader(self._fd, self._readable)
-
-    def send(self, data: bytes, addr: Address) -> None:
-        self._sock.sendto(data, addr)
 
     def _readable(self) -> None:
         # One datagram per wakeup: readiness is level-triggered, so the loop calls again
@@ -67,7 +57,9 @@ class UdpRelaySocket:
         except OSError as exc:  # ICMP errors for earlier sends surface here
             log.debug("relay %s: %s", self.address, exc)
             return
-        ports.on_datagram(self, bytes(ports.view[:size]), addr)
+        reply = ports.handle(self, bytes(ports.view[:size]), addr, ports.time())
+        if reply is not None:
+            ports.send(reply)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -92,17 +84,31 @@ class UdpRelayPorts:
         *,
         min_port: int,
         max_port: int,
-        on_datagram: Callable[[UdpRelaySocket, bytes, Address], None],
+        time: Callable[[], float],
     ) -> None:
         self.loop = loop
         self.relay_ips = dict(relay_ips)
         self.min_port = min_port
         self.max_port = max_port
-        self.on_datagram = on_datagram
+        self.time = time
+        # Set by ``serve`` once the core and the dispatcher exist: a peer's datagram goes
+        # to ``handle`` (the TURN core) and its reply to ``send`` (the dispatcher).
+        self.handle: Callable[[UdpRelaySocket, bytes, Address, float], Reply | None] = (
+            lambda relay, data, addr, now: None
+        )
+        self.send: Callable[[Reply], None] = lambda reply: None
         self.buffer = bytearray(MAX_DATAGRAM)
         self.view = memoryview(self.buffer)
         self.open_sockets = 0
         self._random = random.SystemRandom()
+
+    def serve(
+        self,
+        handle: Callable[[UdpRelaySocket, bytes, Address, float], Reply | None],
+        send: Callable[[Reply], None],
+    ) -> None:
+        self.handle = handle
+        self.send = send
 
     def families(self) -> frozenset[socket.AddressFamily]:
         return frozenset(self.relay_ips)
