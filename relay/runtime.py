@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import socket
 import ssl
@@ -102,6 +103,7 @@ class RelayRuntime:
             ),
             software=settings.software,
             counters=self.counters.turn,
+            reservation_key=hmac.new(self._nonce_secret, b"reservation", "sha256").digest(),
         )
         if not settings.user and not settings.auth_secret:
             log.warning("TURN has no credentials (--user / --auth-secret): Allocate gets 401")

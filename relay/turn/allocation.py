@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from relay.server.types import Address, Transport
+from relay.turn.reservation import RESERVATION_LIFETIME
 
 # RFC 8656 §3.3/§7.2/§9/§12: lifetimes in seconds.
 DEFAULT_ALLOCATION_LIFETIME = 600.0
 PERMISSION_LIFETIME = 300.0
 CHANNEL_LIFETIME = 600.0
-RESERVATION_LIFETIME = 30.0  # RFC 8656 §7.2: a reserved (EVEN-PORT R) port is held ~30 s
 # RFC 8656 §12: after a channel binding expires, its number and peer stay unusable for
 # another 5 minutes ("cool-down"), so that late ChannelData is not misdelivered.
 CHANNEL_COOLDOWN = 300.0
@@ -42,12 +42,22 @@ class RelaySocket(Protocol):
     def close(self) -> None: ...
 
 
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
 class RelayPorts(Protocol):
     """Binds relayed sockets: ``port=None`` for any port in range, else that port.
 
-    Returns ``None`` when it cannot (no free port, family not configured)."""
+    Each returns ``None`` when it cannot (no free port, family not configured)."""
 
     def bind(self, family: socket.AddressFamily, port: int | None) -> RelaySocket | None: ...
+
+    def hold(self, family: socket.AddressFamily, port: int) -> Closable | None:
+        """Keep ``port`` for a reservation (see ``relay.turn.reservation``)."""
+
+    def claim(self, family: socket.AddressFamily, port: int) -> RelaySocket | None:
+        """Bind a held port, in any worker; only once."""
 
     def families(self) -> frozenset[socket.AddressFamily]: ...
 
@@ -135,8 +145,8 @@ class AllocationManager:
         self._per_user: dict[str, int] = {}
         self._expiries: list[tuple[float, int, Allocation]] = []
         self._sequence = itertools.count()
-        # token -> (reserved socket, expiry) for EVEN-PORT with R (RFC 8656 §7.2)
-        self._reservations: dict[bytes, tuple[RelaySocket, float]] = {}
+        # token -> (holder of the reserved port, expiry): EVEN-PORT with R (RFC 8656 §7.2)
+        self._reservations: dict[bytes, tuple[Closable, float]] = {}
         self._next_sweep = 0.0
 
     def __len__(self) -> int:
@@ -190,19 +200,14 @@ class AllocationManager:
 
     # ------------------------------------------------------------ reservations
 
-    def reserve(self, token: bytes, relay: RelaySocket, now: float) -> None:
-        self._reservations[token] = (relay, now + RESERVATION_LIFETIME)
+    def reserve(self, token: bytes, holder: Closable, now: float) -> None:
+        self._reservations[token] = (holder, now + RESERVATION_LIFETIME)
 
-    def claim(self, token: bytes, now: float) -> RelaySocket | None:
-        """The socket reserved under ``token`` (removed from the reservations)."""
+    def release(self, token: bytes) -> None:
+        """The reservation was claimed (here or in another worker): drop its holder."""
         entry = self._reservations.pop(token, None)
-        if entry is None:
-            return None
-        relay, expiry = entry
-        if expiry <= now:
-            relay.close()
-            return None
-        return relay
+        if entry is not None:
+            entry[0].close()
 
     # ------------------------------------------------------------ timers
 
@@ -223,10 +228,10 @@ class AllocationManager:
             if allocation.alive and allocation.expiry <= now:
                 self.remove(allocation)
                 expired.append(allocation)
-        for token, (relay, expiry) in list(self._reservations.items()):
+        for token, (holder, expiry) in list(self._reservations.items()):
             if expiry <= now:
                 del self._reservations[token]
-                relay.close()
+                holder.close()
         if now >= self._next_sweep:
             self._next_sweep = now + sweep_interval
             for allocation in self._by_key.values():
@@ -240,6 +245,6 @@ class AllocationManager:
     def close(self) -> None:
         for allocation in list(self._by_key.values()):
             self.remove(allocation)
-        for relay, _ in self._reservations.values():
-            relay.close()
+        for holder, _ in self._reservations.values():
+            holder.close()
         self._reservations.clear()

@@ -46,6 +46,7 @@ from relay.turn.allocation import (
     Allocation,
     AllocationManager,
     Channel,
+    Closable,
     RelayPorts,
     RelaySocket,
 )
@@ -53,6 +54,7 @@ from relay.turn.auth import Authenticated, IntegrityKind, LongTermAuthenticator,
 from relay.turn.counters import TurnCounters
 from relay.turn.framing import CHANNEL_MAX, CHANNEL_MIN, LEGACY_CHANNEL_MAX
 from relay.turn.policy import PeerPolicy
+from relay.turn.reservation import ReservationTokens
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +113,7 @@ class TurnServer:
         software: str = "",
         counters: TurnCounters | None = None,
         on_event: Callable[[str, Allocation], None] | None = None,
+        reservation_key: bytes | None = None,
     ) -> None:
         self.binding = binding
         self.authenticator = authenticator
@@ -119,6 +122,8 @@ class TurnServer:
         self.allocations = allocations
         self.config = config if config is not None else TurnConfig()
         self._channel_max = self.config.channel_max
+        # Shared by the workers so that any of them honours another's RESERVATION-TOKEN.
+        self._tokens = ReservationTokens(reservation_key or os.urandom(32))
         self._max_bps = self.config.max_bps
         self._random = random.Random(os.urandom(16))
         self._peer_cache: dict[bytes, Address] = {}  # XOR-PEER-ADDRESS value -> IPv4 peer
@@ -351,10 +356,13 @@ class TurnServer:
         address_error: AddressErrorCode | None = None
         reservation: bytes | None = None
         if token is not None:
-            relay = self.allocations.claim(token, now)
-            if relay is None:
+            # Any worker can check the token and claim its port (relay.turn.reservation).
+            reserved = self._tokens.verify(token, now)
+            claimed = None if reserved is None else self.ports.claim(*reserved)
+            if claimed is None:
                 return self._error(req, 508, "Insufficient Capacity")
-            relays[relay.family] = relay
+            self.allocations.release(token)
+            relays[claimed.family] = claimed
         else:
             family = _FAMILIES[requested_family or FAMILY_IPV4]
             if family not in self.ports.families():
@@ -363,10 +371,10 @@ class TurnServer:
                 pair = self._bind_even(family, reserve=bool(even_port))
                 if pair is None:
                     return self._error(req, 508, "Insufficient Capacity")
-                relay, reserved = pair
-                if reserved is not None:
-                    reservation = os.urandom(8)
-                    self.allocations.reserve(reservation, reserved, now)
+                relay, holder = pair
+                if holder is not None:
+                    reservation = self._tokens.mint(family, relay.address[1] + 1, now)
+                    self.allocations.reserve(reservation, holder, now)
             else:
                 bound = self.ports.bind(family, None)
                 if bound is None:
@@ -408,7 +416,7 @@ class TurnServer:
 
     def _bind_even(
         self, family: socket.AddressFamily, *, reserve: bool
-    ) -> tuple[RelaySocket, RelaySocket | None] | None:
+    ) -> tuple[RelaySocket, Closable | None] | None:
         """An even port, and with ``reserve`` the next one held too (RFC 8656 §7.2)."""
         for _ in range(64):
             first = self.ports.bind(family, None)
@@ -420,9 +428,9 @@ class TurnServer:
                 continue
             if not reserve:
                 return first, None
-            second = self.ports.bind(family, port + 1)
-            if second is not None:
-                return first, second
+            holder = self.ports.hold(family, port + 1)
+            if holder is not None:
+                return first, holder
             first.close()
         return None
 

@@ -113,6 +113,44 @@ class UdpRelayPorts:
     def families(self) -> frozenset[socket.AddressFamily]:
         return frozenset(self.relay_ips)
 
+    def hold(self, family: socket.AddressFamily, port: int) -> socket.socket | None:
+        """A socket that keeps ``port`` for a reservation and receives nothing: bound with
+        SO_REUSEPORT (so the claiming worker can bind it too) and connected to itself."""
+        ips = self.relay_ips.get(family)
+        if ips is None or not self.min_port <= port <= self.max_port:
+            return None
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((ips[0], port))
+            sock.connect((ips[0], port))
+        except OSError:
+            sock.close()
+            return None
+        return sock
+
+    def claim(self, family: socket.AddressFamily, port: int) -> UdpRelaySocket | None:
+        """Bind a held port (any worker): SO_REUSEPORT to join the holder, then off, so
+        that no further bind of the port succeeds (a token is good once)."""
+        ips = self.relay_ips.get(family)
+        if ips is None or not self.min_port <= port <= self.max_port:
+            return None
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((ips[0], port))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 0)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            return None
+        self.open_sockets += 1
+        return UdpRelaySocket(sock, (ips[1], port), self)
+
     def bind(self, family: socket.AddressFamily, port: int | None) -> UdpRelaySocket | None:
         ips = self.relay_ips.get(family)
         if ips is None:

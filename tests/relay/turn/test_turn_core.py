@@ -58,10 +58,27 @@ class FakePorts:
     v6: bool = False
     next_port: int = 50000
     taken: set[int] = field(default_factory=set)
+    held: set[int] = field(default_factory=set)
     bound: list[FakeRelay] = field(default_factory=list)
 
     def families(self) -> frozenset[socket.AddressFamily]:
         return frozenset({socket.AF_INET, socket.AF_INET6} if self.v6 else {socket.AF_INET})
+
+    def hold(self, family: socket.AddressFamily, port: int) -> FakeRelay | None:
+        if port in self.taken:
+            return None
+        self.taken.add(port)
+        self.held.add(port)
+        return FakeRelay(family, ("hold", port))
+
+    def claim(self, family: socket.AddressFamily, port: int) -> FakeRelay | None:
+        if port not in self.held:
+            return None
+        self.held.discard(port)  # good once, as the kernel makes it
+        ip = "2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1"
+        relay = FakeRelay(family, (ip, port))
+        self.bound.append(relay)
+        return relay
 
     def bind(self, family: socket.AddressFamily, port: int | None) -> FakeRelay | None:
         if family not in self.families():
@@ -288,6 +305,10 @@ def test_even_port_and_reservation() -> None:
     # A token is good once.
     third = Client(server, ("198.51.100.9", 1)).allocate((AttributeType.RESERVATION_TOKEN, token))
     assert code(third) == 508
+    # A forged or tampered token gets 508 too.
+    forged = bytes([token[0], token[1] ^ 1]) + token[2:]
+    fourth = Client(server, ("198.51.100.9", 2)).allocate((AttributeType.RESERVATION_TOKEN, forged))
+    assert code(fourth) == 508
 
 
 def test_quotas() -> None:

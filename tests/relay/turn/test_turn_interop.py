@@ -172,8 +172,9 @@ def test_uclient_wrong_password_fails(turn_relay: tuple[int, int], echo_peer: in
 
 def test_uclient_against_two_workers_and_metrics(echo_peer: int) -> None:
     """With --workers 2 each allocation lives in the worker that owns the client's
-    5-tuple (SO_REUSEPORT keeps sending a client to the same socket); the supervisor's
-    /metrics sums both workers."""
+    5-tuple (SO_REUSEPORT keeps sending a client to the same socket), EVEN-PORT
+    reservations are honoured by either worker, and the supervisor's /metrics sums
+    both workers."""
     import time
     import urllib.request
 
@@ -196,10 +197,10 @@ def test_uclient_against_two_workers_and_metrics(echo_peer: int) -> None:
             except OSError:
                 assert time.monotonic() < deadline, "workers never all ready"
                 time.sleep(0.1)
-        # -c: no RTCP allocations. uclient reserves the RTCP port with EVEN-PORT R and
-        # claims it from another client socket, which may hash to the other worker:
-        # reservations are per worker (the claim then gets 508, see the README).
-        out = uclient(port, echo_peer, "-c", "-u", USER, "-w", PASSWORD, clients=8)
+        # uclient's default: RTP/RTCP pairs, the RTCP port reserved with EVEN-PORT R and
+        # claimed from another client socket -- which SO_REUSEPORT may hash to the other
+        # worker: the RESERVATION-TOKEN must work in either (relay.turn.reservation).
+        out = uclient(port, echo_peer, "-u", USER, "-w", PASSWORD, clients=8)
         assert_all_delivered(out, 400)
         text = ""
         for _ in range(40):  # workers report once a second
