@@ -54,12 +54,16 @@ class RelayRuntime:
         *,
         nonce_secret: bytes,
         reuse_port: bool,
+        bound: Sequence[socket.socket] | None = None,
     ) -> None:
+        """``bound``: the listening UDP sockets, one per listener, when the supervisor
+        made them (``relay.workers``); otherwise they are bound here."""
         self.settings = settings
         self.listeners = tuple(listeners)
         self.counters = RelayCounters()
         self._nonce_secret = nonce_secret
         self._reuse_port = reuse_port
+        self._bound = bound
         self._listening: Listening | None = None
         self._timer: asyncio.Task[None] | None = None
         self._servers: list[asyncio.Server] = []
@@ -113,6 +117,7 @@ class RelayRuntime:
             self.counters.stun,
             reuse_port=self._reuse_port,
             batched=settings.batch_io,
+            bound=self._bound,
         )
         ports.serve(self.turn.handle_peer, self._listening.dispatcher.send)
         self._timer = asyncio.create_task(self._tick())

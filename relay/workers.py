@@ -1,10 +1,15 @@
 """``--workers N``: N processes answering on the same ports through SO_REUSEPORT.
 
-The supervisor (the process that runs ``natkit relay``) checks the ports are free, starts
-the workers, restarts one that dies, and sums their counters for ``/metrics``: each worker
-sends a snapshot of its ``RelayCounters`` once a second over a pipe. TURN allocations
-live in the worker that owns the client's 5-tuple: SO_REUSEPORT hashes a client's
-datagrams to the same socket, so to the same worker, every time.
+The supervisor (the process that runs ``natkit relay``) checks the ports are free, binds
+every worker's listening UDP sockets itself (SO_REUSEPORT, in a fixed order) and hands
+each worker its own, starts the workers, restarts one that dies, and sums their counters
+for ``/metrics``: each worker sends a snapshot of its ``RelayCounters`` once a second over
+a pipe.
+
+TURN allocations live in the worker that owns the client's 5-tuple: SO_REUSEPORT hashes a
+client's datagrams to the same socket, so to the same worker, every time. Because the
+supervisor keeps every socket open, a dead worker's sockets stay in the kernel's
+reuseport groups and its successor takes them over: no client of another worker moves.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import socket
 import time
 from collections.abc import Sequence
 from multiprocessing.process import BaseProcess
@@ -42,6 +48,7 @@ def check_ports_free(listeners: Sequence[Listener]) -> None:
 def _worker_main(
     settings: RelaySettings,
     listeners: Sequence[Listener],
+    sockets: Sequence[socket.socket],
     nonce_secret: bytes,
     conn: multiprocessing.connection.Connection,
 ) -> None:
@@ -52,12 +59,13 @@ def _worker_main(
     )
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        runner.run(_worker_serve(settings, listeners, nonce_secret, conn))
+        runner.run(_worker_serve(settings, listeners, sockets, nonce_secret, conn))
 
 
 async def _worker_serve(
     settings: RelaySettings,
     listeners: Sequence[Listener],
+    sockets: Sequence[socket.socket],
     nonce_secret: bytes,
     conn: multiprocessing.connection.Connection,
 ) -> None:
@@ -66,7 +74,9 @@ async def _worker_serve(
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     # The supervisor never writes to us: readability means it went away (EOF).
     loop.add_reader(conn.fileno(), stop.set)
-    runtime = RelayRuntime(settings, listeners, nonce_secret=nonce_secret, reuse_port=True)
+    runtime = RelayRuntime(
+        settings, listeners, nonce_secret=nonce_secret, reuse_port=True, bound=sockets
+    )
     await runtime.start()
     conn.send(("ready", os.getpid()))
     try:
@@ -105,10 +115,13 @@ class WorkerPool:
         # nonces its predecessor issued (RFC 8489 §9.2: nonces are the server's).
         self._nonce_secret = os.urandom(32)
         self._watcher: asyncio.Task[None] | None = None
+        self._sockets: list[list[socket.socket]] = []  # per worker, one per listener
 
     async def start(self, timeout: float = 30.0) -> None:
-        """Start every worker and wait until each has bound its sockets."""
+        """Start every worker and wait until each serves its sockets."""
         check_ports_free(self._listeners)
+        for _ in self._slots:
+            self._sockets.append([bind_udp(x.address, reuse_port=True) for x in self._listeners])
         for i in range(len(self._slots)):
             self._spawn(i)
         deadline = time.monotonic() + timeout
@@ -125,7 +138,13 @@ class WorkerPool:
         parent_conn, child_conn = self._ctx.Pipe(duplex=False)
         process = self._ctx.Process(
             target=_worker_main,
-            args=(self._settings, self._listeners, self._nonce_secret, child_conn),
+            args=(
+                self._settings,
+                self._listeners,
+                self._sockets[i],
+                self._nonce_secret,
+                child_conn,
+            ),
             name=f"natkit-relay-worker-{i}",
             daemon=True,
         )
@@ -167,6 +186,8 @@ class WorkerPool:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(ValueError, OSError):
             loop.remove_reader(slot.conn.fileno())
+        # Counters of a dead worker still count; its gauges (allocations now) do not.
+        slot.latest.turn.clear_gauges()
         self._retired.merge(slot.latest)
         slot.conn.close()
 
@@ -200,3 +221,7 @@ class WorkerPool:
             slot.process.join(0.1)
             self._retire(slot)
         self._slots = [None] * len(self._slots)
+        for sockets in self._sockets:
+            for sock in sockets:
+                sock.close()
+        self._sockets.clear()

@@ -121,8 +121,10 @@ async def open_listeners(
     *,
     reuse_port: bool,
     batched: bool = True,
+    bound: Sequence[socket.socket] | None = None,
 ) -> Listening:
-    """Bind every listener and start feeding ``handle``.
+    """Bind every listener (or take ``bound``, one socket per listener, already bound)
+    and start feeding ``handle``.
 
     With ``batched`` (and on Linux) the sockets are served with recvmmsg/sendmmsg
     (``relay.server.mmsg``); otherwise through the event loop's datagram transports.
@@ -132,8 +134,13 @@ async def open_listeners(
     dispatcher = Dispatcher(sockets, counters)
     listening = Listening(dispatcher)
     try:
-        for listener in listeners:
-            sockets.append(bind_udp(listener.address, reuse_port=reuse_port))
+        if bound is not None:
+            for sock in bound:
+                sock.setblocking(False)
+                sockets.append(sock)
+        else:
+            for listener in listeners:
+                sockets.append(bind_udp(listener.address, reuse_port=reuse_port))
         if batched and mmsg.available():
             for listener, sock in zip(listeners, sockets, strict=True):
                 served = mmsg.BatchedDatagramSocket(

@@ -37,6 +37,9 @@ class TurnCounters:
     def count_auth_failure(self, reason: str) -> None:
         self.auth_failures[reason] = self.auth_failures.get(reason, 0) + 1
 
+    def clear_gauges(self) -> None:
+        self.allocations = self.permissions = self.channels = 0
+
     def merge(self, other: TurnCounters) -> None:
         for f in fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
