@@ -78,7 +78,6 @@ class Allocation:
     client_addr: Address
     username: str  # the USERNAME that created it: later requests must match (441)
     user: str  # the account it counts against for quotas
-    key_material: bytes  # long-term key, to protect responses to the client
     relays: dict[socket.AddressFamily, RelaySocket]
     expiry: float
     transaction_id: bytes  # of the Allocate that created it (retransmissions, §7.2)
@@ -88,7 +87,7 @@ class Allocation:
     cooldown: dict[int | Address, float] = field(default_factory=dict)  # expired channels
     reservation_token: bytes | None = None
     alive: bool = True
-    # Traffic counters for metrics and quotas.
+    # Traffic of this allocation, logged when it ends (as coturn's session statistics).
     # Token bucket for --max-bps: bytes available now, and when it was last refilled.
     tokens: float = 0.0
     refilled: float = 0.0
@@ -190,10 +189,9 @@ class AllocationManager:
             self._per_user[allocation.user] = remaining
         else:
             self._per_user.pop(allocation.user, None)
-        for relay in allocation.relays.values():
+        for relay in allocation.relays.values():  # kept (closed) for the final log line
             relay.allocation = None
             relay.close()
-        allocation.relays.clear()
         allocation.permissions.clear()
         allocation.channels.clear()
         allocation.peer_channels.clear()

@@ -401,7 +401,6 @@ class TurnServer:
             client_addr=req.addr,
             username=auth.username,
             user=auth.user,
-            key_material=auth.key,
             relays=relays,
             expiry=now + self._lifetime(message),
             tokens=float(self._max_bps),
@@ -656,11 +655,16 @@ class TurnServer:
     def _event(self, kind: str, allocation: Allocation) -> None:
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
-                "allocation %s: client %s user %r relays %s",
+                "allocation %s: client %s user %r relays %s; to peers %d packets %d bytes, "
+                "to client %d packets %d bytes",
                 kind,
                 allocation.client_addr,
                 allocation.user,
                 [r.address for r in allocation.relays.values()],
+                allocation.packets_to_peer,
+                allocation.bytes_to_peer,
+                allocation.packets_to_client,
+                allocation.bytes_to_client,
             )
         if self._on_event is not None:
             self._on_event(kind, allocation)
