@@ -67,6 +67,7 @@ class Channel:
     number: int
     peer: Address
     expiry: float
+    relay: RelaySocket  # the allocation's relayed socket of the peer's family
 
 
 @dataclass(slots=True, eq=False)
@@ -115,6 +116,20 @@ class Allocation:
         channel = self.channels.get(number)
         return channel if channel is not None and channel.expiry > now else None
 
+    def drop_family(self, family: socket.AddressFamily) -> None:
+        """Delete one family's relayed address of a dual allocation (RFC 8656 §8), with
+        the permissions and channels that went through it."""
+        relay = self.relays.pop(family)
+        relay.allocation = None
+        relay.close()
+        six = family == socket.AF_INET6
+        for ip in [ip for ip in self.permissions if (":" in ip) == six]:
+            del self.permissions[ip]
+        for number, channel in list(self.channels.items()):
+            if channel.relay is relay:
+                del self.channels[number]
+                self.peer_channels.pop(channel.peer, None)
+
     def sweep(self, now: float) -> None:
         """Forget expired permissions and channels (checked lazily on use anyway)."""
         for ip in [ip for ip, expiry in self.permissions.items() if expiry <= now]:
@@ -140,7 +155,7 @@ class AllocationManager:
     def __init__(self, *, max_allocations: int, user_quota: int) -> None:
         self.max_allocations = max_allocations
         self.user_quota = user_quota  # 0: unlimited
-        self._by_key: dict[tuple[Transport, Address], Allocation] = {}
+        self.by_key: dict[tuple[Transport, Address], Allocation] = {}  # read-only outside
         self._per_user: dict[str, int] = {}
         self._expiries: list[tuple[float, int, Allocation]] = []
         self._sequence = itertools.count()
@@ -149,17 +164,17 @@ class AllocationManager:
         self._next_sweep = 0.0
 
     def __len__(self) -> int:
-        return len(self._by_key)
+        return len(self.by_key)
 
     def __iter__(self) -> Iterator[Allocation]:
-        return iter(list(self._by_key.values()))
+        return iter(list(self.by_key.values()))
 
     def get(self, key: tuple[Transport, Address]) -> Allocation | None:
-        return self._by_key.get(key)
+        return self.by_key.get(key)
 
     def check_quota(self, user: str) -> str | None:
         """Why a new allocation for ``user`` would exceed a quota, or ``None``."""
-        if len(self._by_key) >= self.max_allocations:
+        if len(self.by_key) >= self.max_allocations:
             return "total allocation quota reached"
         if self.user_quota and self._per_user.get(user, 0) >= self.user_quota:
             return "user allocation quota reached"
@@ -169,7 +184,7 @@ class AllocationManager:
         reason = self.check_quota(allocation.user)
         if reason is not None:
             raise QuotaExceeded(reason)
-        self._by_key[allocation.key] = allocation
+        self.by_key[allocation.key] = allocation
         self._per_user[allocation.user] = self._per_user.get(allocation.user, 0) + 1
         for relay in allocation.relays.values():
             relay.allocation = allocation
@@ -183,7 +198,7 @@ class AllocationManager:
         if not allocation.alive:
             return
         allocation.alive = False
-        self._by_key.pop(allocation.key, None)
+        self.by_key.pop(allocation.key, None)
         remaining = self._per_user.get(allocation.user, 1) - 1
         if remaining:
             self._per_user[allocation.user] = remaining
@@ -213,7 +228,7 @@ class AllocationManager:
         """When ``expire`` next has work to do."""
         candidates = [self._expiries[0][0]] if self._expiries else []
         candidates += [expiry for _, expiry in self._reservations.values()]
-        if self._by_key:
+        if self.by_key:
             candidates.append(self._next_sweep)
         return min(candidates) if candidates else None
 
@@ -232,16 +247,16 @@ class AllocationManager:
                 holder.close()
         if now >= self._next_sweep:
             self._next_sweep = now + sweep_interval
-            for allocation in self._by_key.values():
+            for allocation in self.by_key.values():
                 allocation.sweep(now)
             # Drop stale heap entries of refreshed allocations so the heap stays O(n).
-            if len(heap) > 2 * len(self._by_key) + 64:
+            if len(heap) > 2 * len(self.by_key) + 64:
                 self._expiries = [e for e in heap if e[2].alive and e[0] == e[2].expiry]
                 heapq.heapify(self._expiries)
         return expired
 
     def close(self) -> None:
-        for allocation in list(self._by_key.values()):
+        for allocation in list(self.by_key.values()):
             self.remove(allocation)
         for holder, _ in self._reservations.values():
             holder.close()

@@ -122,6 +122,7 @@ class TurnServer:
         self.allocations = allocations
         self.config = config if config is not None else TurnConfig()
         self._channel_max = self.config.channel_max
+        self._by_key = allocations.by_key  # the hot paths look allocations up directly
         # Shared by the workers so that any of them honours another's RESERVATION-TOKEN.
         self._tokens = ReservationTokens(reservation_key or os.urandom(32))
         self._max_bps = self.config.max_bps
@@ -205,35 +206,34 @@ class TurnServer:
     def _channel_data(
         self, data: bytes, addr: Address, transport: Transport, now: float
     ) -> Reply | None:
+        # The hottest path of a TURN server: kept to plain dict lookups and arithmetic.
         number, length = _CHANNEL_HEADER.unpack_from(data)
-        allocation = self.allocations.get((transport, addr))
+        allocation = self._by_key.get((transport, addr))
         # RFC 8656 §12.4/§12.5: shorter than its header says, longer than the padding to
-        # 4 bytes allows (as relay.turn.framing), a reserved number or an unbound
-        # channel: silently discarded.
+        # 4 bytes allows (as relay.turn.framing), a reserved number, an unbound or
+        # expired channel, or a lapsed permission: silently discarded.
+        if allocation is None:
+            self.counters.client_dropped += 1
+            return None
+        channel = allocation.channels.get(number)
         if (
-            allocation is None
+            channel is None
+            or channel.expiry <= now
             or not 4 + length <= len(data) <= 4 + ((length + 3) & ~3)
             or number > self._channel_max
+            or allocation.permissions.get(channel.peer[0], 0.0) <= now
         ):
-            self.counters.client_dropped += 1
-            return None
-        channel = allocation.channel_for_number(number, now)
-        if channel is None or not allocation.has_permission(channel.peer[0], now):
-            self.counters.client_dropped += 1
-            return None
-        relay = allocation.relays.get(_family_of(channel.peer[0]))
-        if relay is None:
             self.counters.client_dropped += 1
             return None
         if self._max_bps and not allocation.take(length, now, self._max_bps):
             self.counters.bandwidth_dropped += 1
             return None
-        payload = data[4 : 4 + length]
         allocation.packets_to_peer += 1
         allocation.bytes_to_peer += length
-        self.counters.to_peer_packets += 1
-        self.counters.to_peer_bytes += length
-        return payload, relay, channel.peer
+        counters = self.counters
+        counters.to_peer_packets += 1
+        counters.to_peer_bytes += length
+        return data[4 : 4 + length], channel.relay, channel.peer
 
     def _data_indication(self, data: bytes, peer: Address) -> bytes:
         """A Data indication (RFC 8656 §11.4): XOR-PEER-ADDRESS and DATA, no integrity."""
@@ -459,7 +459,7 @@ class TurnServer:
                 # RFC 8656 §8: refreshing a family the allocation does not have.
                 return self._error(req, 443, "Peer Address Family Mismatch")
             if requested == 0 and len(allocation.relays) > 1:
-                allocation.relays.pop(family).close()
+                allocation.drop_family(family)
                 return self._success(req, [(AttributeType.LIFETIME, 0)])
         if requested == 0:
             self.allocations.remove(allocation)
@@ -527,7 +527,9 @@ class TurnServer:
             stale = allocation.channels.pop(number, None)
             if stale is not None:
                 allocation.peer_channels.pop(stale.peer, None)
-            channel = Channel(number, peer, now + CHANNEL_LIFETIME)
+            channel = Channel(
+                number, peer, now + CHANNEL_LIFETIME, allocation.relays[_family_of(peer[0])]
+            )
             allocation.channels[number] = channel
             allocation.peer_channels[peer] = channel
             self.counters.channels_created += 1

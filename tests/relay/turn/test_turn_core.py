@@ -672,3 +672,40 @@ def test_send_fast_path_agrees_with_the_parser(
         peer = message.get(AttributeType.XOR_PEER_ADDRESS)
         assert peer is not None
         assert scanned == ((peer[0], peer[1]), message.get(AttributeType.DATA))
+
+
+def test_deleting_one_family_of_a_dual_allocation() -> None:
+    """RFC 8656 §8: Refresh with REQUESTED-ADDRESS-FAMILY and LIFETIME 0 deletes that
+    family's relayed address (with its permissions and channels); the rest lives on."""
+    ports = FakePorts(v6=True)
+    server = make_server(ports=ports)
+    client = Client(server)
+    client.allocate((AttributeType.ADDITIONAL_ADDRESS_FAMILY, 2))
+    peer6 = ("2001:db8::9", 7)
+    client.request(
+        Method.CREATE_PERMISSION,
+        (AttributeType.XOR_PEER_ADDRESS, PEER),
+        (AttributeType.XOR_PEER_ADDRESS, peer6),
+    )
+    client.request(
+        Method.CHANNEL_BIND,
+        (AttributeType.CHANNEL_NUMBER, 0x4002),
+        (AttributeType.XOR_PEER_ADDRESS, peer6),
+    )
+    assert server.handle_client(channel_data(0x4002, b"v6"), CLIENT, 0, 1.0) is not None
+    gone = client.request(
+        Method.REFRESH,
+        (AttributeType.REQUESTED_ADDRESS_FAMILY, 2),
+        (AttributeType.LIFETIME, 0),
+    )
+    assert gone.get(AttributeType.LIFETIME) == 0
+    allocation = server.allocations.get((0, CLIENT))
+    assert allocation is not None
+    assert set(allocation.relays) == {socket.AF_INET}
+    assert [r.closed for r in ports.bound] == [False, True]
+    assert server.handle_client(channel_data(0x4002, b"v6"), CLIENT, 0, 1.0) is None
+    assert not allocation.has_permission(peer6[0], 1.0)
+    assert allocation.has_permission(PEER[0], 1.0)
+    # The IPv6 family is gone: refreshing it again is a family mismatch (443).
+    again = client.request(Method.REFRESH, (AttributeType.REQUESTED_ADDRESS_FAMILY, 2))
+    assert code(again) == 443
