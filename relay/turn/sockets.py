@@ -113,19 +113,40 @@ class UdpRelayPorts:
     def families(self) -> frozenset[socket.AddressFamily]:
         return frozenset(self.relay_ips)
 
-    def hold(self, family: socket.AddressFamily, port: int) -> socket.socket | None:
-        """A socket that keeps ``port`` for a reservation and receives nothing: bound with
-        SO_REUSEPORT (so the claiming worker can bind it too) and connected to itself."""
+    def _open(
+        self, family: socket.AddressFamily, port: int, *, shared: bool
+    ) -> tuple[socket.socket, str] | None:
+        """A non-blocking UDP socket bound to ``port`` on the relay address of ``family``
+        (``shared``: with SO_REUSEPORT), and the address to advertise for it."""
         ips = self.relay_ips.get(family)
         if ips is None or not self.min_port <= port <= self.max_port:
             return None
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if shared:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind((ips[0], port))
-            sock.connect((ips[0], port))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            return None
+        return sock, ips[1]
+
+    def _relay(self, sock: socket.socket, advertised: str, port: int) -> UdpRelaySocket:
+        self.open_sockets += 1
+        return UdpRelaySocket(sock, (advertised, port), self)
+
+    def hold(self, family: socket.AddressFamily, port: int) -> socket.socket | None:
+        """A socket that keeps ``port`` for a reservation and receives nothing: bound with
+        SO_REUSEPORT (so the claiming worker can bind it too) and connected to itself."""
+        opened = self._open(family, port, shared=True)
+        if opened is None:
+            return None
+        sock = opened[0]
+        try:
+            sock.connect(sock.getsockname())
         except OSError:
             sock.close()
             return None
@@ -134,45 +155,24 @@ class UdpRelayPorts:
     def claim(self, family: socket.AddressFamily, port: int) -> UdpRelaySocket | None:
         """Bind a held port (any worker): SO_REUSEPORT to join the holder, then off, so
         that no further bind of the port succeeds (a token is good once)."""
-        ips = self.relay_ips.get(family)
-        if ips is None or not self.min_port <= port <= self.max_port:
+        opened = self._open(family, port, shared=True)
+        if opened is None:
             return None
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((ips[0], port))
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 0)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            return None
-        self.open_sockets += 1
-        return UdpRelaySocket(sock, (ips[1], port), self)
+        sock, advertised = opened
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 0)
+        return self._relay(sock, advertised, port)
 
     def bind(self, family: socket.AddressFamily, port: int | None) -> UdpRelaySocket | None:
-        ips = self.relay_ips.get(family)
-        if ips is None:
-            return None
-        bind_ip, advertised_ip = ips
+        """``port``, or a random free port in range."""
         candidates = (
             [port]
             if port is not None
             else [self._random.randint(self.min_port, self.max_port) for _ in range(BIND_ATTEMPTS)]
         )
         for candidate in candidates:
-            if not self.min_port <= candidate <= self.max_port:
-                continue
-            sock = socket.socket(family, socket.SOCK_DGRAM)
-            try:
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.bind((bind_ip, candidate))
-                sock.setblocking(False)
-            except OSError:
-                sock.close()
-                continue
-            self.open_sockets += 1
-            return UdpRelaySocket(sock, (advertised_ip, candidate), self)
+            opened = self._open(family, candidate, shared=False)
+            if opened is not None:
+                return self._relay(opened[0], opened[1], candidate)
+            if family not in self.relay_ips:
+                return None
         return None
