@@ -112,6 +112,15 @@ def test_dead_worker_is_restarted_and_sigterm_stops_cleanly() -> None:
         *("--metrics-listen", f"127.0.0.1:{metrics_port}", "--log-level", "info"),
         wait_on=server,
     ) as relay:
+        # Every worker serving first: one dying during start-up aborts the start.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/livez", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "workers never all ready"
+                time.sleep(0.1)
         # The workers are spawned interpreters (multiprocessing's spawn_main).
         workers = [p for p in child_pids(relay.process.pid) if b"spawn_main" in cmdline(p)]
         assert len(workers) == 2
