@@ -110,6 +110,7 @@ def _turn_metrics(counters: TurnCounters) -> Iterator[Metric]:
             counters.policy_rejections,
         ),
         ("malformed", "TURN messages that did not parse", counters.malformed),
+        ("internal_errors", "TURN messages that hit a bug (logged)", counters.internal_errors),
         (
             "client_dropped",
             "client data dropped (no allocation, channel or permission)",

@@ -16,6 +16,7 @@ class TurnCounters:
     quota_rejections: int = 0
     policy_rejections: int = 0
     malformed: int = 0
+    internal_errors: int = 0  # bugs: logged, counted, the worker carries on
     to_peer_packets: int = 0
     to_peer_bytes: int = 0
     to_client_packets: int = 0

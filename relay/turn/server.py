@@ -148,7 +148,12 @@ class TurnServer:
                     fields = self._scan_send(data)
                     if fields is not None:
                         return self._send_data(fields[0], fields[1], addr, transport, now)
-                return self._turn_message(data, addr, transport, now)
+                try:
+                    return self._turn_message(data, addr, transport, now)
+                except Exception:  # a bug must not take the worker down; count, carry on
+                    self.counters.internal_errors += 1
+                    log.exception("internal error on a TURN message from %s", addr)
+                    return None
         if isinstance(transport, int):
             return self.binding.handle(data, addr, transport, now)
         # STUN over TCP/TLS: the Binding core answers as for the connection's listener,

@@ -709,3 +709,27 @@ def test_deleting_one_family_of_a_dual_allocation() -> None:
     # The IPv6 family is gone: refreshing it again is a family mismatch (443).
     again = client.request(Method.REFRESH, (AttributeType.REQUESTED_ADDRESS_FAMILY, 2))
     assert code(again) == 443
+
+
+def test_a_bug_in_a_handler_is_counted_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = make_server()
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(server, "_refresh", broken)
+    client = Client(server)
+    client.allocate()
+    message = Message(
+        Method.REFRESH,
+        MessageClass.REQUEST,
+        os.urandom(12),
+        (
+            (AttributeType.USERNAME, USER),
+            (AttributeType.REALM, REALM),
+            (AttributeType.NONCE, client.nonce),
+        ),
+    )
+    assert server.handle_client(message.encode(integrity_key=client.key), CLIENT, 0, 1.0) is None
+    assert server.counters.internal_errors == 1
+    assert len(server.allocations) == 1
