@@ -43,7 +43,6 @@ import re
 import secrets
 import shlex
 import shutil
-import signal
 import socket
 import statistics
 import struct
@@ -56,6 +55,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from harness import HOST, Server, free_udp_port, preexec, ratio
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -85,7 +86,6 @@ DEFAULT_NATKIT_CMD = (
     "{python} -m natkit relay --workers 1 --listen {host}:{port} "
     "--metrics-listen '' --log-level warning"
 )
-HOST = "127.0.0.1"
 
 
 class TargetError(Exception):
@@ -178,13 +178,6 @@ def stun_check(port: int, timeout: float = 0.5) -> dict[str, Any]:
 # --------------------------------------------------------------------- processes
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def build_loadgen() -> Path:
     """Compile stun_loadgen.c with gcc -O2 unless the binary is up to date."""
     if LOADGEN_BIN.exists() and LOADGEN_BIN.stat().st_mtime >= LOADGEN_SRC.stat().st_mtime:
@@ -197,33 +190,6 @@ def build_loadgen() -> Path:
         raise SystemExit(f"gcc failed:\n{result.stderr}")
     tmp.replace(LOADGEN_BIN)
     return LOADGEN_BIN
-
-
-def pin_preexec(cpu: int | None) -> Any:
-    if cpu is None:
-        return None
-
-    def pin() -> None:
-        os.sched_setaffinity(0, {cpu})
-
-    return pin
-
-
-def session_cpu_seconds(session: int) -> float:
-    """user+system CPU seconds of all live processes in a session (Linux /proc)."""
-    ticks = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if int(fields[3]) == session:  # field 6 of stat(5): session id
-            ticks += int(fields[11]) + int(fields[12])  # utime + stime
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_times() -> dict[str, list[int]]:
@@ -258,44 +224,6 @@ def cpu_availability(
         if i == 0 and total:
             idle = (delta[3] + delta[4]) / total  # idle + iowait
     return min(avail), idle
-
-
-@dataclass
-class Server:
-    """A running server process (its own session, killed as a group)."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    def cpu_seconds(self) -> float:
-        return session_cpu_seconds(self.proc.pid)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(text[-lines:])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=3)
-        else:
-            # The leader is gone; make sure nothing of its group lingers.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 @dataclass
@@ -352,7 +280,7 @@ class Runner:
                 stderr=log,
                 cwd=cwd,
                 start_new_session=True,
-                preexec_fn=pin_preexec(self.args.server_cpu),
+                preexec_fn=preexec(self.args.server_cpu),
             )
         return proc, log_path
 
@@ -498,10 +426,6 @@ class Runner:
 
 def fmt_rate(rate: float | None) -> str:
     return "-" if rate is None else f"{rate / 1000:,.1f}k"
-
-
-def ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b else None
 
 
 def report(targets: list[Target], args: argparse.Namespace) -> dict[str, Any]:

@@ -69,7 +69,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,16 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from harness import (  # noqa: E402
+    HOST,
+    Server,
+    free_udp_port,
+    preexec,
+    ratio,
+    session_cpu_seconds,
+    session_pids,
+)
 
 from relay.stun import (  # noqa: E402
     AttributeType,
@@ -90,7 +100,6 @@ from relay.stun import (  # noqa: E402
     parse,
 )
 
-HOST = "127.0.0.1"
 USER = "bench"
 PASSWORD = secrets.token_hex(8)
 REALM = "natkit.test"
@@ -154,85 +163,6 @@ def turn_check(port: int, timeout: float = 0.5) -> None:
 
 
 # ------------------------------------------------------------------------ processes
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def proc_stat_fields(pid: str) -> list[bytes] | None:
-    """Fields of /proc/PID/stat after the command name (field 3 onwards)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return stat[stat.rfind(b")") + 2 :].split()
-
-
-def session_pids(session: int) -> list[int]:
-    pids = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            fields = proc_stat_fields(entry.name)
-            if fields is not None and int(fields[3]) == session:  # stat(5) field 6
-                pids.append(int(entry.name))
-    return pids
-
-
-def session_cpu_seconds(session: int) -> float:
-    """user+system CPU seconds of the live processes of a session."""
-    ticks = 0
-    for pid in session_pids(session):
-        fields = proc_stat_fields(str(pid))
-        if fields is not None:
-            ticks += int(fields[11]) + int(fields[12])  # utime + stime
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-@dataclass
-class Server:
-    """A child process in its own session (killed as a group)."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGTERM if self.alive() else signal.SIGKILL)
-        try:
-            self.proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=3)
-
-
-def preexec(cpu: int | None, nofile: int | None) -> Callable[[], None] | None:
-    if cpu is None and nofile is None:
-        return None
-
-    def setup() -> None:
-        if cpu is not None:
-            os.sched_setaffinity(0, {cpu})
-        if nofile is not None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-
-    return setup
 
 
 def process_name(pid: int) -> str:
@@ -797,10 +727,6 @@ def memory(runner: Runner, targets: list[Target], log: Any) -> None:
 
 
 # ------------------------------------------------------------------------ reporting
-
-
-def ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 3) if a is not None and b else None
 
 
 def report(targets: list[Target], args: argparse.Namespace, runner: Runner) -> dict[str, Any]:

@@ -116,6 +116,7 @@ class TurnServer:
         reservation_key: bytes | None = None,
     ) -> None:
         self.binding = binding
+        self._binding = binding.handle
         self.authenticator = authenticator
         self.policy = policy
         self.ports = ports
@@ -139,6 +140,8 @@ class TurnServer:
         self, data: bytes, addr: Address, transport: Transport, now: float
     ) -> Reply | None:
         """One datagram (or frame) from a client on ``transport``."""
+        if data[:2] == b"\x00\x01" and isinstance(transport, int):
+            return self._binding(data, addr, transport, now)  # the commonest: Binding
         if len(data) >= 4 and data[0] & 0xC0 == 0x40:
             return self._channel_data(data, addr, transport, now)
         if len(data) >= 20 and not data[0] & 0xC0:

@@ -1,0 +1,107 @@
+"""What the benchmark scripts share: free ports, child processes in their own session
+(pinned, time-limited, killed as a group), their CPU time, and ratios.
+
+The scripts run as ``python benchmarks/NAME.py``, so this folder is on ``sys.path`` and
+they ``import harness``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import socket
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+HOST = "127.0.0.1"
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def proc_stat_fields(pid: str) -> list[bytes] | None:
+    """Fields of /proc/PID/stat after the command name (field 3 onwards)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def session_pids(session: int) -> list[int]:
+    pids = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            fields = proc_stat_fields(entry.name)
+            if fields is not None and int(fields[3]) == session:  # stat(5) field 6
+                pids.append(int(entry.name))
+    return pids
+
+
+def session_cpu_seconds(session: int) -> float:
+    """user+system CPU seconds of the live processes of a session (Linux /proc)."""
+    ticks = 0
+    for pid in session_pids(session):
+        fields = proc_stat_fields(str(pid))
+        if fields is not None:
+            ticks += int(fields[11]) + int(fields[12])  # utime + stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def preexec(cpu: int | None, nofile: int | None = None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` pinning the child to ``cpu`` and setting its RLIMIT_NOFILE."""
+    if cpu is None and nofile is None:
+        return None
+
+    def setup() -> None:
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    return setup
+
+
+@dataclass
+class Server:
+    """A child process in its own session (killed as a group)."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    def cpu_seconds(self) -> float:
+        return session_cpu_seconds(self.proc.pid)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGTERM if self.alive() else signal.SIGKILL)
+        try:
+            self.proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=3)
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
