@@ -38,11 +38,16 @@ REPORT_INTERVAL = 1.0
 RESTART_BACKOFF = 1.0
 
 
-def check_ports_free(listeners: Sequence[Listener]) -> None:
-    """Raise ``OSError`` if any listener address is taken (the workers' SO_REUSEPORT would
-    otherwise silently share it with a stranger)."""
+def check_ports_free(settings: RelaySettings, listeners: Sequence[Listener]) -> None:
+    """Raise ``OSError`` if any address the workers will listen on is taken (their
+    SO_REUSEPORT would otherwise silently share it with a stranger)."""
     for listener in listeners:
         bind_udp(listener.address, reuse_port=False).close()
+    streams = [*(settings.listen if settings.tcp else []), *settings.tls_listen]
+    for endpoint in streams:
+        with socket.socket(endpoint.family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((endpoint.host, endpoint.port))
 
 
 def _worker_main(
@@ -119,7 +124,7 @@ class WorkerPool:
 
     async def start(self, timeout: float = 30.0) -> None:
         """Start every worker and wait until each serves its sockets."""
-        check_ports_free(self._listeners)
+        check_ports_free(self._settings, self._listeners)
         for _ in self._slots:
             self._sockets.append([bind_udp(x.address, reuse_port=True) for x in self._listeners])
         for i in range(len(self._slots)):

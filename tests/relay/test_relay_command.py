@@ -84,6 +84,20 @@ def test_port_in_use_is_a_clear_error() -> None:
                 assert "Address already in use" in out, out
 
 
+def test_tcp_port_in_use_is_a_clear_error() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        for workers in ("1", "2"):
+            with natkit_relay(
+                "--listen", f"127.0.0.1:{port}", "--workers", workers, "--metrics-listen", ""
+            ) as relay:
+                assert relay.process.wait(20) != 0
+                out = relay.output()
+                assert "address already in use" in out.lower(), out
+
+
 def test_invalid_flag_value_is_a_clear_error() -> None:
     with natkit_relay("--listen", "nonsense") as relay:
         assert relay.process.wait(20) == 2
