@@ -121,7 +121,11 @@ class RelayRuntime:
         )
         ports.serve(self.turn.handle_peer, self._listening.dispatcher.send)
         self._timer = asyncio.create_task(self._tick())
-        await self._start_streams()
+        try:
+            await self._start_streams()
+        except BaseException:
+            await self.stop()  # nothing stays bound when the start fails
+            raise
 
     async def _start_streams(self) -> None:
         """TCP on the --listen addresses, TLS on --tls-listen."""
