@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
+import time
 from collections.abc import Sequence
 
 from pydantic import Field
@@ -11,7 +13,8 @@ from pydantic import Field
 from natkit import __version__, logs
 from natkit.settings_cli import add_settings_arguments, settings_from_args
 from relay.endpoint import Endpoint
-from relay.settings import EndpointList, RelaySettings
+from relay.settings import EndpointList, RelaySettings, StrList
+from relay.turn.auth import rest_api_credentials
 
 
 class LocalRelaySettings(RelaySettings):
@@ -24,6 +27,17 @@ class LocalRelaySettings(RelaySettings):
     alt_listen: EndpointList = Field(
         default_factory=lambda: [Endpoint("127.0.0.2", 3479)],
         description="RFC 5780 alternate address of the first --listen address",
+    )
+    # A local stack relays between local programs: loopback peers are allowed here (and
+    # only here; `natkit relay` denies them by default).
+    allow_peer: StrList = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description="CIDR of peer addresses TURN may relay to despite the default deny",
+    )
+    # TURN REST API secret: a fresh one per run unless given, so TURN works out of the box.
+    auth_secret: StrList = Field(
+        default_factory=lambda: [secrets.token_urlsafe(24)],
+        description="TURN REST API shared secret (default: a random one per run)",
     )
 
 
@@ -46,6 +60,13 @@ def _up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     print(f"  STUN       stun:{primary}")
     for alt in settings.alt_listen:
         print(f"  STUN alt   stun:{alt}  (RFC 5780 NAT behaviour discovery)")
+    if settings.auth_secret:
+        username, password = rest_api_credentials(
+            settings.auth_secret[0], "dev", 24 * 3600, time.time()
+        )
+        print(f"  TURN       turn:{primary}?transport=udp (also tcp)")
+        print(f"             REST secret {settings.auth_secret[0]}")
+        print(f"             e.g. username {username} password {password} (24 h)")
     if settings.metrics_listen is not None:
         print(f"  metrics    http://{settings.metrics_listen}/metrics")
     sys.stdout.flush()

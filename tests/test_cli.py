@@ -88,3 +88,61 @@ def test_up_runs_the_stack_on_loopback() -> None:
     assert f"stun:127.0.0.1:{port}" in out
     assert f"stun:127.0.0.2:{alt}" in out
     assert f"http://127.0.0.1:{metrics}/metrics" in out
+    assert f"turn:127.0.0.1:{port}" in out
+    assert "password" in out
+
+
+async def test_up_turn_works_with_the_printed_credentials() -> None:
+    """`natkit up` prints TURN REST credentials; with them aioice's TURN client relays to a
+    peer on loopback (loopback peers are allowed on the local stack)."""
+    import asyncio
+    import re
+    import socket
+
+    from aioice.turn import create_turn_endpoint
+
+    from tests.relay.turn.test_turn_sockets import Collector
+
+    port = free_udp_port("127.0.0.1", also=("127.0.0.2",))
+    alt = free_udp_port("127.0.0.1", also=("127.0.0.2",))
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "natkit", "up", "--listen", f"127.0.0.1:{port}"),
+            *("--alt-listen", f"127.0.0.2:{alt}", "--metrics-listen", ""),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        banner = ""
+        while "password" not in banner:
+            line = process.stdout.readline()
+            assert line, banner
+            banner += line
+        found = re.search(r"username (\S+) password (\S+)", banner)
+        assert found is not None, banner
+        wait_for_stun(("127.0.0.1", port))
+        transport, protocol = await create_turn_endpoint(
+            Collector,
+            server_addr=("127.0.0.1", port),
+            username=found.group(1),
+            password=found.group(2),
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+                peer.bind(("127.0.0.1", 0))
+                peer.setblocking(False)
+                transport.sendto(b"hello", peer.getsockname())
+                data, source = await asyncio.wait_for(loop.sock_recvfrom(peer, 100), 3)
+                assert data == b"hello"
+                await loop.sock_sendto(peer, b"back", source)
+                data, _ = await asyncio.wait_for(protocol.queue.get(), 3)
+                assert data == b"back"
+        finally:
+            transport.close()
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
