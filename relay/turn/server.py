@@ -69,6 +69,14 @@ _TURN_METHODS = frozenset(
 MAX_PERMISSIONS = 256  # per allocation; more gets 508 (RFC 8656 §9.2 allows refusing)
 _DATA_INDICATION_HEADER = struct.Struct("!HHI12s")
 _SEND_INDICATION = 0x0016
+_U16 = struct.Struct("!H")
+# Attribute types as plain ints and TLV prefixes for the Send-indication scanner.
+_PEER_TYPE, _DATA_TYPE_INT = int(AttributeType.XOR_PEER_ADDRESS), int(AttributeType.DATA)
+_FINGERPRINT_TYPE = int(AttributeType.FINGERPRINT)
+_DONT_FRAGMENT_TYPE = int(AttributeType.DONT_FRAGMENT)
+_PEER_V4_TLV = struct.pack("!HH", _PEER_TYPE, 8)
+_DATA_TYPE = struct.pack("!H", _DATA_TYPE_INT)
+_FINGERPRINT_TLV = struct.pack("!HH", _FINGERPRINT_TYPE, 4)
 _COOKIE_PAD = MAGIC_COOKIE.to_bytes(4, "big") + bytes(12)  # IPv4 XOR needs the cookie only
 
 
@@ -587,26 +595,21 @@ class TurnServer:
         anything else, which then takes the full parser (the hot path of Send-mode
         clients; tests check both paths agree)."""
         end = len(data)
-        pos = 20
-        peer_value = payload = None
-        while pos + 4 <= end:
-            attr_type, length = _CHANNEL_HEADER.unpack_from(data, pos)
-            start = pos + 4
-            stop = start + length
-            if stop > end:
+        if data[20:24] == _PEER_V4_TLV and data[32:34] == _DATA_TYPE and end >= 36:
+            # The usual layout: XOR-PEER-ADDRESS (IPv4), DATA, maybe FINGERPRINT.
+            length = _U16.unpack_from(data, 34)[0]
+            padded = 36 + ((length + 3) & ~3)
+            if padded + 8 == end and data[padded : padded + 4] == _FINGERPRINT_TLV:
+                if not check_fingerprint(data, padded):
+                    return None
+            elif padded != end:
                 return None
-            if attr_type == AttributeType.XOR_PEER_ADDRESS and peer_value is None:
-                peer_value = data[start:stop]
-            elif attr_type == AttributeType.DATA and payload is None:
-                payload = data[start:stop]
-            elif attr_type == AttributeType.FINGERPRINT and stop == end and length == 4:
-                if not check_fingerprint(data, pos):
-                    return None  # the full parser drops it and counts it
-            elif attr_type != AttributeType.DONT_FRAGMENT or length:
+            peer_value, payload = data[24:32], data[36 : 36 + length]
+        else:
+            walked_peer, walked_payload = self._walk_send(data, end)
+            if walked_peer is None or walked_payload is None:
                 return None
-            pos = start + ((length + 3) & ~3)
-        if pos != end or peer_value is None or payload is None:
-            return None
+            peer_value, payload = walked_peer, walked_payload
         peer = self._peer_cache.get(peer_value)
         if peer is None:
             if len(peer_value) != 8 or peer_value[1] != 1:
@@ -619,6 +622,32 @@ class TurnServer:
                 self._peer_cache.clear()
             self._peer_cache[peer_value] = peer
         return peer, payload
+
+    @staticmethod
+    def _walk_send(data: bytes, end: int) -> tuple[bytes | None, bytes | None]:
+        """(XOR-PEER-ADDRESS value, DATA) of a Send indication in any order, or Nones
+        when it holds anything else (then the full parser decides)."""
+        pos = 20
+        peer_value = payload = None
+        while pos + 4 <= end:
+            attr_type, length = _CHANNEL_HEADER.unpack_from(data, pos)
+            start = pos + 4
+            stop = start + length
+            if stop > end:
+                return None, None
+            if attr_type == _PEER_TYPE and peer_value is None:
+                peer_value = data[start:stop]
+            elif attr_type == _DATA_TYPE_INT and payload is None:
+                payload = data[start:stop]
+            elif attr_type == _FINGERPRINT_TYPE and stop == end and length == 4:
+                if not check_fingerprint(data, pos):
+                    return None, None  # the full parser drops it and counts it
+            elif attr_type != _DONT_FRAGMENT_TYPE or length:
+                return None, None
+            pos = start + ((length + 3) & ~3)
+        if pos != end:
+            return None, None
+        return peer_value, payload
 
     # ------------------------------------------------------------ responses
 

@@ -733,3 +733,19 @@ def test_a_bug_in_a_handler_is_counted_not_raised(monkeypatch: pytest.MonkeyPatc
     assert server.handle_client(message.encode(integrity_key=client.key), CLIENT, 0, 1.0) is None
     assert server.counters.internal_errors == 1
     assert len(server.allocations) == 1
+
+
+def test_send_scanner_usual_layout() -> None:
+    server = make_server()
+    message = Message(
+        Method.SEND,
+        MessageClass.INDICATION,
+        os.urandom(12),
+        ((AttributeType.XOR_PEER_ADDRESS, PEER), (AttributeType.DATA, b"abcde")),
+    )
+    assert server._scan_send(message.encode()) == (PEER, b"abcde")
+    signed = message.encode(fingerprint=True)
+    assert server._scan_send(signed) == (PEER, b"abcde")
+    broken = signed[:-1] + bytes([signed[-1] ^ 1])
+    assert server._scan_send(broken) is None  # bad FINGERPRINT: left to the parser
+    assert server._scan_send(signed + b"\x00" * 4) is None  # trailing junk
