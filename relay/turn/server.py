@@ -153,9 +153,9 @@ class TurnServer:
         if len(data) >= 4 and data[0] & 0xC0 == 0x40:
             return self._channel_data(data, addr, transport, now)
         if len(data) >= 20 and not data[0] & 0xC0:
-            msg_type, _, cookie = _HEADER.unpack_from(data)
+            msg_type, length, cookie = _HEADER.unpack_from(data)
             if cookie == MAGIC_COOKIE and msg_type & 0x3EEF in _TURN_METHODS:
-                if msg_type == _SEND_INDICATION:
+                if msg_type == _SEND_INDICATION and length + 20 == len(data):
                     fields = self._scan_send(data)
                     if fields is not None:
                         return self._send_data(fields[0], fields[1], addr, transport, now)

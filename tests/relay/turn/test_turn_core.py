@@ -749,3 +749,18 @@ def test_send_scanner_usual_layout() -> None:
     broken = signed[:-1] + bytes([signed[-1] ^ 1])
     assert server._scan_send(broken) is None  # bad FINGERPRINT: left to the parser
     assert server._scan_send(signed + b"\x00" * 4) is None  # trailing junk
+
+
+def test_send_with_a_wrong_length_field_is_dropped() -> None:
+    server = make_server()
+    client = Client(server)
+    client.allocate()
+    client.request(Method.CREATE_PERMISSION, (AttributeType.XOR_PEER_ADDRESS, PEER))
+    good = Message(
+        Method.SEND,
+        MessageClass.INDICATION,
+        os.urandom(12),
+        ((AttributeType.XOR_PEER_ADDRESS, PEER), (AttributeType.DATA, b"abcd")),
+    ).encode()
+    assert server.handle_client(good, CLIENT, 0, 1.0) is not None
+    assert server.handle_client(good + b"\x00" * 4, CLIENT, 0, 1.0) is None  # length says less
