@@ -10,6 +10,12 @@ import os
 from collections.abc import Generator
 
 import pytest
+from hypothesis import settings
+
+# No timing in unit tests (performance lives in benchmarks/): hypothesis's per-example
+# deadline would make a busy CI machine fail tests that are correct.
+settings.register_profile("natkit", deadline=None)
+settings.load_profile("natkit")
 
 
 @pytest.hookimpl(hookwrapper=True)
