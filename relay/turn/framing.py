@@ -83,25 +83,27 @@ def is_channel_data(data: bytes) -> bool:
     return len(data) >= 1 and 0x40 <= data[0] <= 0x4F
 
 
-def channel_header(channel: int, length: int) -> bytes:
+def channel_header(channel: int, length: int, *, channel_max: int = CHANNEL_MAX) -> bytes:
     """The 4-byte ChannelData header for ``length`` bytes of data (hot path)."""
-    if not CHANNEL_MIN <= channel <= CHANNEL_MAX:
-        raise StunError(f"channel number {channel:#06x} is outside 0x4000-0x4FFF")
+    if not CHANNEL_MIN <= channel <= channel_max:
+        raise StunError(f"channel number {channel:#06x} is outside 0x4000-{channel_max:#06x}")
     if not 0 <= length <= MAX_CHANNEL_DATA_LENGTH:
         raise StunError(f"ChannelData length {length} is outside 0-{MAX_CHANNEL_DATA_LENGTH}")
     return _pack_header(channel, length)
 
 
-def encode_channel_data(channel: int, payload: bytes, *, pad: bool) -> bytes:
+def encode_channel_data(
+    channel: int, payload: bytes, *, pad: bool, channel_max: int = CHANNEL_MAX
+) -> bytes:
     """A ChannelData message; ``pad=True`` (mandatory over TCP/TLS, RFC 8656 §12.4)
     appends zero bytes up to a multiple of 4."""
-    header = channel_header(channel, len(payload))
+    header = channel_header(channel, len(payload), channel_max=channel_max)
     if pad and len(payload) & 3:
         return b"".join((header, payload, bytes(4 - (len(payload) & 3))))
     return header + payload
 
 
-def parse_channel_data(data: bytes) -> tuple[int, bytes]:
+def parse_channel_data(data: bytes, *, channel_max: int = CHANNEL_MAX) -> tuple[int, bytes]:
     """(channel number, application data) of one ChannelData message; raises StunError.
 
     Accepts a UDP datagram with or without padding, and a padded message from
@@ -115,7 +117,7 @@ def parse_channel_data(data: bytes) -> tuple[int, bytes]:
     if size < CHANNEL_DATA_HEADER_LENGTH:
         raise StunError(f"ChannelData is {size} bytes, shorter than the 4-byte header")
     channel, length = _unpack_header(data)
-    if not CHANNEL_MIN <= channel <= CHANNEL_MAX:
+    if not CHANNEL_MIN <= channel <= channel_max:
         raise StunError(_channel_problem(channel))
     end = CHANNEL_DATA_HEADER_LENGTH + length
     if size < end:

@@ -52,14 +52,20 @@ from relay.turn.allocation import (
 )
 from relay.turn.auth import Authenticated, IntegrityKind, LongTermAuthenticator, Rejected
 from relay.turn.counters import TurnCounters
-from relay.turn.framing import CHANNEL_MAX, CHANNEL_MIN, LEGACY_CHANNEL_MAX
+from relay.turn.framing import (
+    CHANNEL_MAX,
+    CHANNEL_MIN,
+    LEGACY_CHANNEL_MAX,
+    encode_channel_data,
+    parse_channel_data,
+)
 from relay.turn.policy import PeerPolicy
 from relay.turn.reservation import ReservationTokens
 
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("!HHI")
-_CHANNEL_HEADER = struct.Struct("!HH")
+_TLV_HEADER = struct.Struct("!HH")  # type + length of a STUN attribute
 UDP_PROTOCOL = 17  # REQUESTED-TRANSPORT value for UDP (RFC 8656 §18.7)
 FAMILY_IPV4, FAMILY_IPV6 = 0x01, 0x02  # REQUESTED-ADDRESS-FAMILY values (RFC 8656 §18.8)
 _FAMILIES = {FAMILY_IPV4: socket.AF_INET, FAMILY_IPV6: socket.AF_INET6}
@@ -187,13 +193,14 @@ class TurnServer:
         allocation.bytes_to_client += len(data)
         channel = allocation.peer_channels.get((addr[0], addr[1]))
         if channel is not None and channel.expiry > now:
-            # RFC 8656 §12.6: a bound channel carries it as ChannelData.
-            header = _CHANNEL_HEADER.pack(channel.number, len(data))
-            if not isinstance(allocation.client, int) and len(data) & 3:
-                # RFC 8656 §12.4: over TCP/TLS, ChannelData is padded to 4 bytes.
-                payload = b"".join((header, data, bytes(4 - (len(data) & 3))))
-            else:
-                payload = header + data
+            # RFC 8656 §12.6: a bound channel carries it as ChannelData, padded to 4
+            # bytes over TCP/TLS (§12.4).
+            payload = encode_channel_data(
+                channel.number,
+                data,
+                pad=not isinstance(allocation.client, int),
+                channel_max=self._channel_max,
+            )
         else:
             payload = self._data_indication(data, addr)
         self.counters.to_client_packets += 1
@@ -223,24 +230,27 @@ class TurnServer:
         self, data: bytes, addr: Address, transport: Transport, now: float
     ) -> Reply | None:
         # The hottest path of a TURN server: kept to plain dict lookups and arithmetic.
-        number, length = _CHANNEL_HEADER.unpack_from(data)
         allocation = self._by_key.get((transport, addr))
-        # RFC 8656 §12.4/§12.5: shorter than its header says, longer than the padding to
-        # 4 bytes allows (as relay.turn.framing), a reserved number, an unbound or
-        # expired channel, or a lapsed permission: silently discarded.
         if allocation is None:
             self.counters.client_dropped += 1
             return None
+        try:
+            number, payload = parse_channel_data(data, channel_max=self._channel_max)
+        except StunError:
+            # RFC 8656 §12.4/§12.5: too short for its length, more than padding after it,
+            # or a reserved number: silently discarded.
+            self.counters.client_dropped += 1
+            return None
         channel = allocation.channels.get(number)
+        # An unbound or expired channel, or a lapsed permission: discarded too.
         if (
             channel is None
             or channel.expiry <= now
-            or not 4 + length <= len(data) <= 4 + ((length + 3) & ~3)
-            or number > self._channel_max
             or allocation.permissions.get(channel.peer[0], 0.0) <= now
         ):
             self.counters.client_dropped += 1
             return None
+        length = len(payload)
         if self._max_bps and not allocation.take(length, now, self._max_bps):
             self.counters.bandwidth_dropped += 1
             return None
@@ -249,7 +259,7 @@ class TurnServer:
         counters = self.counters
         counters.to_peer_packets += 1
         counters.to_peer_bytes += length
-        return data[4 : 4 + length], channel.relay, channel.peer
+        return payload, channel.relay, channel.peer
 
     def _data_indication(self, data: bytes, peer: Address) -> bytes:
         """A Data indication (RFC 8656 §11.4): XOR-PEER-ADDRESS and DATA, no integrity."""
@@ -274,7 +284,7 @@ class TurnServer:
         header = _DATA_INDICATION_HEADER.pack(
             0x0017, len(peer_attr) + 4 + size + padding, MAGIC_COOKIE, tid
         )
-        parts = (header, peer_attr, _CHANNEL_HEADER.pack(AttributeType.DATA, size), data)
+        parts = (header, peer_attr, _TLV_HEADER.pack(AttributeType.DATA, size), data)
         return b"".join((*parts, bytes(padding))) if padding else b"".join(parts)
 
     # ------------------------------------------------------------ STUN messages
@@ -630,7 +640,7 @@ class TurnServer:
         pos = 20
         peer_value = payload = None
         while pos + 4 <= end:
-            attr_type, length = _CHANNEL_HEADER.unpack_from(data, pos)
+            attr_type, length = _TLV_HEADER.unpack_from(data, pos)
             start = pos + 4
             stop = start + length
             if stop > end:

@@ -67,7 +67,6 @@ class UdpRelaySocket:
                 self._ports.loop.remove_reader(self._fd)
             self._sock.close()
             self._fd = -1
-            self._ports.open_sockets -= 1
 
 
 class UdpRelayPorts:
@@ -99,7 +98,6 @@ class UdpRelayPorts:
         self.send: Callable[[Reply], None] = lambda reply: None
         self.buffer = bytearray(MAX_DATAGRAM)
         self.view = memoryview(self.buffer)
-        self.open_sockets = 0
         self._random = random.SystemRandom()
 
     def serve(
@@ -135,7 +133,6 @@ class UdpRelayPorts:
         return sock, ips[1]
 
     def _relay(self, sock: socket.socket, advertised: str, port: int) -> UdpRelaySocket:
-        self.open_sockets += 1
         return UdpRelaySocket(sock, (advertised, port), self)
 
     def hold(self, family: socket.AddressFamily, port: int) -> socket.socket | None:
