@@ -103,5 +103,16 @@ class Server:
             self.proc.wait(timeout=3)
 
 
+def stop_failed(server: Server | None) -> str:
+    """Stop a server that failed; the tail of its log, indented, to add to the error."""
+    if server is None:
+        return ""
+    tail = server.log_tail()
+    server.stop()
+    if not tail:
+        return ""
+    return "\n    --- server output (tail) ---\n    " + tail.replace("\n", "\n    ")
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None

@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import HOST, Server, free_udp_port, preexec, ratio
+from harness import HOST, Server, free_udp_port, preexec, ratio, stop_failed
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -247,13 +247,7 @@ class Target:
     def fail(self, message: str) -> None:
         self.status = "failed"
         self.error = message
-        if self.server is not None:
-            tail = self.server.log_tail()
-            if tail:
-                self.error += "\n    --- server output (tail) ---\n    " + tail.replace(
-                    "\n", "\n    "
-                )
-            self.server.stop()
+        self.error += stop_failed(self.server)
 
 
 class Runner:

@@ -87,6 +87,7 @@ from harness import (  # noqa: E402
     ratio,
     session_cpu_seconds,
     session_pids,
+    stop_failed,
 )
 
 from relay.stun import (  # noqa: E402
@@ -219,13 +220,7 @@ class Target:
     def fail(self, message: str) -> None:
         self.status = "failed"
         self.error = self.error + ("\n" if self.error else "") + message
-        if self.server is not None:
-            tail = self.server.log_tail()
-            if tail:
-                self.error += "\n    --- server output (tail) ---\n    " + tail.replace(
-                    "\n", "\n    "
-                )
-            self.server.stop()
+        self.error += stop_failed(self.server)
 
 
 class Runner:

@@ -169,6 +169,16 @@ class Client:
         )
 
 
+def unauthenticated_allocate() -> bytes:
+    """An Allocate without credentials: what every client sends first."""
+    return Message(
+        Method.ALLOCATE,
+        MessageClass.REQUEST,
+        os.urandom(12),
+        ((AttributeType.REQUESTED_TRANSPORT, 17),),
+    ).encode()
+
+
 def code(message: Message) -> int | None:
     error = message.get(AttributeType.ERROR_CODE)
     return None if error is None else error.code
@@ -177,14 +187,7 @@ def code(message: Message) -> int | None:
 def test_unauthenticated_allocate_is_challenged() -> None:
     server = make_server()
     client = Client(server)
-    reply = client.raw(
-        Message(
-            Method.ALLOCATE,
-            MessageClass.REQUEST,
-            os.urandom(12),
-            ((AttributeType.REQUESTED_TRANSPORT, 17),),
-        ).encode()
-    )
+    reply = client.raw(unauthenticated_allocate())
     assert reply is not None
     assert code(reply) == 401
     assert reply.get(AttributeType.REALM) == REALM
@@ -604,14 +607,7 @@ def test_sha256_password_algorithm() -> None:
     from relay.stun import PasswordAlgorithm, verify_integrity_sha256
 
     server = make_server()
-    first = Client(server).raw(
-        Message(
-            Method.ALLOCATE,
-            MessageClass.REQUEST,
-            os.urandom(12),
-            ((AttributeType.REQUESTED_TRANSPORT, 17),),
-        ).encode()
-    )
+    first = Client(server).raw(unauthenticated_allocate())
     assert first is not None
     offered = first.get(AttributeType.PASSWORD_ALGORITHMS)
     assert offered is not None
