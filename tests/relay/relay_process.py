@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +38,19 @@ def stun_roundtrip(
         sock.sendto(data, server)
         reply, _ = sock.recvfrom(4096)
     return aioice_stun.parse_message(reply)
+
+
+def wait_until_live(metrics_port: int, deadline: float = 30.0) -> None:
+    """Until ``/livez`` answers 200: every worker is serving its sockets."""
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/livez", timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > end:
+                raise AssertionError("workers never all ready") from None
+            time.sleep(0.1)
 
 
 def wait_for_stun(server: tuple[str, int], deadline: float = 15.0) -> None:

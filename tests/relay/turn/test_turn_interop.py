@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.netutil import free_udp_port
-from tests.relay.relay_process import natkit_relay
+from tests.relay.relay_process import natkit_relay, wait_until_live
 
 pytestmark = pytest.mark.interop
 
@@ -189,14 +189,7 @@ def test_uclient_against_two_workers_and_metrics(echo_peer: int) -> None:
         wait_on=("127.0.0.1", port),
     ):
         # Until every worker has bound, SO_REUSEPORT may still move a client between them.
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/livez", timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "workers never all ready"
-                time.sleep(0.1)
+        wait_until_live(metrics)
         # uclient's default: RTP/RTCP pairs, the RTCP port reserved with EVEN-PORT R and
         # claimed from another client socket -- which SO_REUSEPORT may hash to the other
         # worker: the RESERVATION-TOKEN must work in either (relay.turn.reservation).

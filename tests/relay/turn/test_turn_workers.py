@@ -12,7 +12,7 @@ from typing import Any
 from aioice.turn import create_turn_endpoint
 
 from tests.netutil import free_tcp_port, free_udp_port
-from tests.relay.relay_process import natkit_relay
+from tests.relay.relay_process import natkit_relay, wait_until_live
 from tests.relay.turn.test_turn_sockets import PASSWORD, USER, Collector
 
 
@@ -66,7 +66,7 @@ async def test_restarting_a_worker_keeps_the_other_workers_clients() -> None:
         *("--log-level", "warning"),
         wait_on=("127.0.0.1", port),
     ) as relay:
-        await wait_for(lambda: _live(metrics))
+        wait_until_live(metrics)
         clients = []
         for _ in range(10):
             clients.append(
@@ -82,9 +82,8 @@ async def test_restarting_a_worker_keeps_the_other_workers_clients() -> None:
                 await wait_for(lambda: scrape(metrics, "natkit_turn_allocations") == 10)
                 victim = worker_pids(relay.process.pid)[0]
                 os.kill(victim, 9)
-                await wait_for(
-                    lambda: victim not in worker_pids(relay.process.pid) and _live(metrics)
-                )
+                await wait_for(lambda: victim not in worker_pids(relay.process.pid))
+                wait_until_live(metrics)
                 await asyncio.sleep(1.5)  # the gauges come from the workers' reports
                 survivors = scrape(metrics, "natkit_turn_allocations")
                 working = [await relays(t, p, peer) for t, p in clients]
@@ -94,11 +93,3 @@ async def test_restarting_a_worker_keeps_the_other_workers_clients() -> None:
             finally:
                 for transport, _ in clients:
                     transport.close()
-
-
-def _live(metrics: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/livez", timeout=2):
-            return True
-    except OSError:
-        return False
