@@ -183,9 +183,13 @@ class RelayRuntime:
         return connection
 
     async def _tick(self) -> None:
+        """Drive the core's timers: wake when it says it next has work (at least once a
+        second, so new allocations need no rescheduling)."""
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(TIMER_INTERVAL)
+            due = self.turn.next_timer() if self.turn is not None else None
+            delay = TIMER_INTERVAL if due is None else min(due - loop.time(), TIMER_INTERVAL)
+            await asyncio.sleep(max(delay, 0.0))
             if self.turn is not None:
                 self.turn.handle_timer(loop.time())
 

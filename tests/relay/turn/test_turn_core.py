@@ -760,3 +760,22 @@ def test_send_with_a_wrong_length_field_is_dropped() -> None:
     ).encode()
     assert server.handle_client(good, CLIENT, 0, 1.0) is not None
     assert server.handle_client(good + b"\x00" * 4, CLIENT, 0, 1.0) is None  # length says less
+
+
+def test_next_timer_says_when_an_allocation_expires() -> None:
+    """Following next_timer() alone (as the runtime does), the allocation goes exactly at
+    its expiry: 600 s after the Allocate at t=10."""
+    server = make_server()
+    assert server.next_timer() is None  # nothing to do
+    Client(server).allocate(now=10.0)
+    times: list[float] = []
+    for _ in range(100):
+        if not len(server.allocations):
+            break
+        due = server.next_timer()
+        assert due is not None
+        times.append(due)
+        server.handle_timer(due)
+    assert len(server.allocations) == 0
+    assert times[-1] == 610.0
+    assert times == sorted(times)
