@@ -24,6 +24,7 @@ from relay.turn.allocation import AllocationManager
 from relay.turn.auth import LongTermAuthenticator
 from relay.turn.counters import TurnCounters
 from relay.turn.policy import PeerPolicy
+from relay.turn.routes import RouteTable
 from relay.turn.server import TurnConfig, TurnServer
 from relay.turn.sockets import UdpRelayPorts
 
@@ -69,6 +70,7 @@ class RelayRuntime:
         self._servers: list[asyncio.Server] = []
         self._connections: set[StreamConnection] = set()
         self.turn: TurnServer | None = None
+        self._ports: UdpRelayPorts | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -80,7 +82,7 @@ class RelayRuntime:
             counters=self.counters.stun,
         )
         relay_ips = {socket.AddressFamily(f): ips for f, ips in settings.relay_ips().items()}
-        ports = UdpRelayPorts(
+        ports = self._ports = UdpRelayPorts(
             loop,
             relay_ips,
             min_port=settings.min_port,
@@ -119,7 +121,12 @@ class RelayRuntime:
             batched=settings.batch_io,
             bound=self._bound,
         )
-        ports.serve(self.turn.handle_peer, self._listening.dispatcher.send)
+        dataplane = self._listening.dataplane
+        ports.serve(self.turn.handle_peer, self._listening.dispatcher.send, dataplane)
+        if dataplane is not None and not settings.max_bps:
+            # ChannelData of UDP clients is relayed in the data plane on the core's routes
+            # (with --max-bps the core meters every datagram itself).
+            self.turn.allocations.routes = RouteTable(dataplane)
         self._timer = asyncio.create_task(self._tick())
         try:
             await self._start_streams()
@@ -194,7 +201,19 @@ class RelayRuntime:
                 self.turn.handle_timer(loop.time())
 
     def snapshot(self) -> RelayCounters:
-        """The counters, with the TURN gauges brought up to date."""
+        """The counters, with the data plane's traffic and the TURN gauges brought up to
+        date."""
+        listening = self._listening
+        if listening is not None and listening.dispatcher.batched is not None:
+            listening.dispatcher.batched.fold_counters()
+            dataplane = listening.dispatcher.batched.dataplane
+            relayed = self.counters.turn
+            relayed.to_peer_packets += dataplane.to_peer_packets
+            relayed.to_peer_bytes += dataplane.to_peer_bytes
+            relayed.to_client_packets += dataplane.to_client_packets
+            relayed.to_client_bytes += dataplane.to_client_bytes
+            dataplane.to_peer_packets = dataplane.to_peer_bytes = 0
+            dataplane.to_client_packets = dataplane.to_client_bytes = 0
         turn = self.turn
         if turn is not None:
             gauges = self.counters.turn
@@ -219,6 +238,8 @@ class RelayRuntime:
             self._timer = None
         if self.turn is not None:
             self.turn.close()
+        if self._ports is not None:
+            self._ports.stop()
         if self._listening is not None:
             self._listening.close()
             self._listening = None

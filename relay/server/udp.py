@@ -1,9 +1,9 @@
 """The asyncio shims around the sans-IO datagram cores.
 
-Listening sockets are served either with batched recvmmsg/sendmmsg (``relay.server.mmsg``,
-Linux) or through the event loop's datagram transport (``DatagramShim``). Either way a
-``Dispatcher`` sends each reply: from a listening socket (the reply names its index) or
-through a ``Sink`` (a relayed socket, a client connection).
+Listening sockets are served either by the C data plane (``relay.server.batched``:
+batched recvmmsg/sendmmsg, Linux) or through the event loop's datagram transport
+(``DatagramShim``). Either way a ``Dispatcher`` sends each reply: from a listening socket
+(the reply names its index) or through a ``Sink`` (a relayed socket, a client connection).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import socket
 from collections.abc import Callable, Sequence
 
 from relay.endpoint import Endpoint
-from relay.server import mmsg
+from relay.server import batched as batched_io
 from relay.server.counters import StunCounters
 from relay.server.listeners import Listener
 from relay.server.types import Address, Reply
@@ -38,20 +38,20 @@ class Dispatcher:
 
     def __init__(self, sockets: Sequence[socket.socket], counters: StunCounters) -> None:
         self.sockets = sockets
-        self.batched: list[mmsg.BatchedDatagramSocket] = []  # by index, when batched
+        self.batched: batched_io.BatchedListeners | None = None
         self._counters = counters
 
     def send(self, reply: Reply) -> None:
         payload, sink, destination = reply
         try:
             if isinstance(sink, int):
-                if self.batched:
-                    self.batched[sink].queue(payload, destination)
+                if self.batched is not None:
+                    self.batched.queue(sink, payload, destination)
                 else:
                     self.sockets[sink].sendto(payload, destination)
             else:
                 sink.send(payload, destination)
-        except OSError as exc:  # buffer full, unroutable destination: UDP may drop
+        except (OSError, ValueError) as exc:  # buffer full, unroutable: UDP may drop
             self._counters.send_failures += 1
             log.debug("send to %s failed: %s", destination, exc)
 
@@ -103,6 +103,8 @@ class Listening:
 
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
+        # The C data plane serving them, when batched: relayed sockets join it too.
+        self.dataplane: batched_io.DataPlane | None = None
         self._closers: list[Callable[[], None]] = []
 
     def add(self, closer: Callable[[], None]) -> None:
@@ -126,8 +128,8 @@ async def open_listeners(
     """Bind every listener (or take ``bound``, one socket per listener, already bound)
     and start feeding ``handle``.
 
-    With ``batched`` (and on Linux) the sockets are served with recvmmsg/sendmmsg
-    (``relay.server.mmsg``); otherwise through the event loop's datagram transports.
+    With ``batched`` (and the data plane built) the sockets are served by
+    ``relay.server.batched``; otherwise through the event loop's datagram transports.
     """
     loop = asyncio.get_running_loop()
     sockets: list[socket.socket] = []
@@ -141,15 +143,16 @@ async def open_listeners(
         else:
             for listener in listeners:
                 sockets.append(bind_udp(listener.address, reuse_port=reuse_port))
-        if batched and mmsg.available():
-            for listener, sock in zip(listeners, sockets, strict=True):
-                served = mmsg.BatchedDatagramSocket(
-                    sock, listener.index, handle, dispatcher, counters, loop.time
-                )
-                served.start(loop)
-                dispatcher.batched.append(served)
+        if batched and batched_io.available():
+            if [listener.index for listener in listeners] != list(range(len(listeners))):
+                raise ValueError("listener indexes must be 0, 1, ... in order")
+            served = batched_io.BatchedListeners(sockets, handle, dispatcher, counters, loop.time)
+            for sock in sockets:
                 listening.add(sock.close)
-                listening.add(lambda served=served: served.stop(loop))  # type: ignore[misc]
+            served.start(loop)
+            listening.add(served.stop)
+            dispatcher.batched = served
+            listening.dataplane = served.dataplane
         else:
             for listener, sock in zip(listeners, sockets, strict=True):
                 transport, _ = await loop.create_datagram_endpoint(

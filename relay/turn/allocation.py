@@ -39,6 +39,8 @@ class RelaySocket(Protocol):
 
     def send(self, data: bytes, addr: Address) -> object: ...
 
+    def fileno(self) -> int: ...
+
     def close(self) -> None: ...
 
 
@@ -130,19 +132,35 @@ class Allocation:
                 del self.channels[number]
                 self.peer_channels.pop(channel.peer, None)
 
-    def sweep(self, now: float) -> None:
-        """Forget expired permissions and channels (checked lazily on use anyway)."""
+    def sweep(self, now: float) -> bool:
+        """Forget expired permissions and channels (checked lazily on use anyway);
+        whether a channel went."""
         for ip in [ip for ip, expiry in self.permissions.items() if expiry <= now]:
             del self.permissions[ip]
-        for number, channel in list(self.channels.items()):
-            if channel.expiry <= now:
-                del self.channels[number]
-                self.peer_channels.pop(channel.peer, None)
-                cool = channel.expiry + CHANNEL_COOLDOWN
-                self.cooldown[number] = cool
-                self.cooldown[channel.peer] = cool
+        expired = [(n, c) for n, c in self.channels.items() if c.expiry <= now]
+        for number, channel in expired:
+            del self.channels[number]
+            self.peer_channels.pop(channel.peer, None)
+            cool = channel.expiry + CHANNEL_COOLDOWN
+            self.cooldown[number] = cool
+            self.cooldown[channel.peer] = cool
         for item in [k for k, until in self.cooldown.items() if until <= now]:
             del self.cooldown[item]
+        return bool(expired)
+
+
+class Routes(Protocol):
+    """Where the channels of allocations are mirrored for fast relaying
+    (``relay.turn.routes``); told of every change."""
+
+    def sync(self, allocation: Allocation) -> None:
+        """``allocation``'s channels or permissions changed."""
+
+    def forget(self, allocation: Allocation) -> None:
+        """``allocation`` is going."""
+
+    def fold(self, allocation: Allocation) -> None:
+        """Bring ``allocation``'s traffic counters up to date."""
 
 
 class QuotaExceeded(Exception):
@@ -162,6 +180,7 @@ class AllocationManager:
         # token -> (holder of the reserved port, expiry): EVEN-PORT with R (RFC 8656 §7.2)
         self._reservations: dict[bytes, tuple[Closable, float]] = {}
         self._next_sweep = 0.0
+        self.routes: Routes | None = None
 
     def __len__(self) -> int:
         return len(self.by_key)
@@ -194,9 +213,21 @@ class AllocationManager:
         """(Re)arm the expiry timer after ``allocation.expiry`` changed."""
         heapq.heappush(self._expiries, (allocation.expiry, next(self._sequence), allocation))
 
+    def sync(self, allocation: Allocation) -> None:
+        """Call after changing ``allocation``'s channels or permissions."""
+        if self.routes is not None:
+            self.routes.sync(allocation)
+
+    def fold(self, allocation: Allocation) -> None:
+        """Bring ``allocation``'s traffic counters up to date (before reading them)."""
+        if self.routes is not None:
+            self.routes.fold(allocation)
+
     def remove(self, allocation: Allocation) -> None:
         if not allocation.alive:
             return
+        if self.routes is not None:
+            self.routes.forget(allocation)
         allocation.alive = False
         self.by_key.pop(allocation.key, None)
         remaining = self._per_user.get(allocation.user, 1) - 1
@@ -248,7 +279,8 @@ class AllocationManager:
         if now >= self._next_sweep:
             self._next_sweep = now + sweep_interval
             for allocation in self.by_key.values():
-                allocation.sweep(now)
+                if allocation.sweep(now):
+                    self.sync(allocation)
             # Drop stale heap entries of refreshed allocations so the heap stays O(n).
             if len(heap) > 2 * len(self.by_key) + 64:
                 self._expiries = [e for e in heap if e[2].alive and e[0] == e[2].expiry]

@@ -486,6 +486,7 @@ class TurnServer:
                 return self._error(req, 443, "Peer Address Family Mismatch")
             if requested == 0 and len(allocation.relays) > 1:
                 allocation.drop_family(family)
+                self.allocations.sync(allocation)
                 return self._success(req, [(AttributeType.LIFETIME, 0)])
         if requested == 0:
             self.allocations.remove(allocation)
@@ -522,6 +523,7 @@ class TurnServer:
         for peer in peers:
             allocation.permissions[peer[0]] = expiry
         self.counters.permissions_created += len(new)
+        self.allocations.sync(allocation)  # channels to these peers may live longer
         self._event("permission", allocation)
         return self._success(req, [])
 
@@ -564,6 +566,7 @@ class TurnServer:
         allocation.permissions[peer[0]] = max(
             allocation.permissions.get(peer[0], 0.0), now + PERMISSION_LIFETIME
         )
+        self.allocations.sync(allocation)
         self._event("channel", allocation)
         return self._success(req, [])
 
@@ -702,6 +705,7 @@ class TurnServer:
         return response.encode(integrity_key=req.auth.key, fingerprint=fingerprint)
 
     def _event(self, kind: str, allocation: Allocation) -> None:
+        self.allocations.fold(allocation)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "allocation %s: client %s user %r relays %s; to peers %d packets %d bytes, "

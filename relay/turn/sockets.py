@@ -1,9 +1,13 @@
 """Relayed UDP sockets on the event loop: the I/O side of ``RelayPorts``/``RelaySocket``.
 
 Each allocation's relayed transport address is a UDP socket bound to the relay IP of its
-family, on a random port in ``[min_port, max_port]``. Datagrams from peers are read with
-``recvfrom_into`` into one buffer shared by every relayed socket (the loop is single
-threaded), then handed to the TURN core and its reply to the dispatcher (``serve``).
+family, on a random port in ``[min_port, max_port]``. With the C data plane
+(``relay.server.batched``) every relayed socket joins its epoll set: the event loop wakes
+once for all ready relayed sockets, ChannelData on installed routes is relayed there, and
+the remaining datagrams come back for the TURN core. Without it each socket has its own
+reader, and datagrams are read with ``recvfrom_into`` into one buffer shared by every
+relayed socket (the loop is single threaded). Either way the core's reply goes to the
+dispatcher (``serve``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import random
 import socket
 from collections.abc import Callable, Mapping
 
+from relay.server.batched import DataPlane
 from relay.server.types import Address, Reply
 from relay.turn.allocation import Allocation
 
@@ -43,7 +48,10 @@ class UdpRelaySocket:
         self._ports = ports
         # The Sink interface, bound straight to the socket: no Python frame per datagram.
         self.send: Callable[[bytes, Address], object] = sock.sendto
-        ports.loop.add_reader(self._fd, self._readable)
+        ports.watch(self)
+
+    def fileno(self) -> int:
+        return self._fd
 
     def _readable(self) -> None:
         # One datagram per wakeup: readiness is level-triggered, so the loop calls again
@@ -63,8 +71,7 @@ class UdpRelaySocket:
 
     def close(self) -> None:
         if self._fd >= 0:
-            with contextlib.suppress(ValueError, OSError):
-                self._ports.loop.remove_reader(self._fd)
+            self._ports.unwatch(self)
             self._sock.close()
             self._fd = -1
 
@@ -99,14 +106,61 @@ class UdpRelayPorts:
         self.buffer = bytearray(MAX_DATAGRAM)
         self.view = memoryview(self.buffer)
         self._random = random.SystemRandom()
+        self._dataplane: DataPlane | None = None
+        self._by_fd: dict[int, UdpRelaySocket] = {}  # the sockets in the data plane
 
     def serve(
         self,
         handle: Callable[[UdpRelaySocket, bytes, Address, float], Reply | None],
         send: Callable[[Reply], None],
+        dataplane: DataPlane | None = None,
     ) -> None:
+        """Start relaying: before any relayed socket is bound."""
         self.handle = handle
         self.send = send
+        if dataplane is not None and not self._by_fd:
+            self._dataplane = dataplane
+            self.loop.add_reader(dataplane.epoll_fd, self._drain)
+
+    def stop(self) -> None:
+        if self._dataplane is not None:
+            with contextlib.suppress(ValueError, OSError):
+                self.loop.remove_reader(self._dataplane.epoll_fd)
+            self._dataplane = None
+
+    def watch(self, relay: UdpRelaySocket) -> None:
+        fd = relay.fileno()
+        if self._dataplane is not None:
+            self._dataplane.add_relay(fd)
+            self._by_fd[fd] = relay
+        else:
+            self.loop.add_reader(fd, relay._readable)
+
+    def unwatch(self, relay: UdpRelaySocket) -> None:
+        fd = relay.fileno()
+        if self._by_fd.pop(fd, None) is not None:
+            if self._dataplane is not None and not self._dataplane.closed:
+                self._dataplane.remove_relay(fd)
+        else:
+            with contextlib.suppress(ValueError, OSError):
+                self.loop.remove_reader(fd)
+
+    def _drain(self) -> None:
+        """Some relayed sockets are readable: the data plane relays what it has routes
+        for and returns the rest for the core."""
+        dataplane = self._dataplane
+        if dataplane is None:
+            return
+        now = self.time()
+        misses = dataplane.drain_relays(now)
+        if misses is not None:
+            by_fd, handle, send = self._by_fd, self.handle, self.send
+            for fd, data, addr in misses:
+                relay = by_fd.get(fd)
+                if relay is not None:
+                    reply = handle(relay, data, addr, now)
+                    if reply is not None:
+                        send(reply)
 
     def families(self) -> frozenset[socket.AddressFamily]:
         return frozenset(self.relay_ips)

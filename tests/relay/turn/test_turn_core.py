@@ -49,6 +49,9 @@ class FakeRelay:
     def send(self, data: bytes, addr: Address) -> None:  # the core never sends itself
         raise AssertionError("the sans-IO core must return replies, not send")
 
+    def fileno(self) -> int:  # stands in for a descriptor in the data plane's route keys
+        return self.address[1]
+
     def close(self) -> None:
         self.closed = True
 
