@@ -466,6 +466,9 @@ def run_uclient(runner: Runner, target: Target, peer_port: int) -> dict[str, Any
     if "sent" not in res:
         tail = "".join(line for _, line in lines[-8:])
         raise TargetError(f"uclient produced no summary (status {proc.returncode}):\n{tail}")
+    if res["server_cpu_s"] > 0:
+        # Messages relayed (both legs) per second of server CPU: what one core could carry.
+        res["per_cpu_s"] = round(res["received"] / res["server_cpu_s"])
     return res
 
 
@@ -741,6 +744,7 @@ def report(targets: list[Target], args: argparse.Namespace, runner: Runner) -> d
                 "transmit_s",
                 "uclient_rate",
                 "server_cpu_s",
+                "per_cpu_s",
                 "window_s",
             )
         }
@@ -760,6 +764,7 @@ def report(targets: list[Target], args: argparse.Namespace, runner: Runner) -> d
         # The same messages through each: CPU per relayed message, the efficiency ratio
         # that uclient's own ceiling (~35k delivered/s here) does not mask.
         "server cpu natkit/coturn": ratio(m("natkit", "server_cpu_s"), m("coturn", "server_cpu_s")),
+        "msgs per cpu-s natkit/coturn": ratio(m("natkit", "per_cpu_s"), m("coturn", "per_cpu_s")),
         "memory natkit/coturn": ratio(mem.get("natkit"), mem.get("coturn")),
     }
     pinning = (
@@ -808,6 +813,7 @@ def report(targets: list[Target], args: argparse.Namespace, runner: Runner) -> d
         header = (
             f"{'target':<8}{'delivered/s':>12}{'peak/s':>10}{'sent':>9}{'received':>10}"
             f"{'loss %':>8}{'RTT ms':>8}{'jitter':>8}{'snd-drop':>9}{'srv cpu s':>10}"
+            f"{'msgs/cpu-s':>11}"
         )
         print(header)
         print("-" * len(header))
@@ -826,11 +832,13 @@ def report(targets: list[Target], args: argparse.Namespace, runner: Runner) -> d
                 f"{f('peak_delivered_per_s', ',.0f'):>10}{f('sent', '.0f'):>9}"
                 f"{f('received', '.0f'):>10}{f('loss_pct', '.2f'):>8}{f('rtt_ms', '.2f'):>8}"
                 f"{f('jitter_ms', '.2f'):>8}{f('send_dropped', '.0f'):>9}"
-                f"{f('server_cpu_s', '.1f'):>10}"
+                f"{f('server_cpu_s', '.1f'):>10}{f('per_cpu_s', ',.0f'):>11}"
             )
         print(
             "  delivered/s: received / active window (timestamped uclient progress lines, "
-            "1 s granularity); peak/s: best 1 s interval"
+            "1 s granularity); peak/s: best 1 s interval;\n"
+            "  msgs/cpu-s: received / server CPU seconds in the run (allocations included): "
+            "the load one server core carries"
         )
         for t in targets:
             problems: Counter[str] = Counter()
@@ -872,7 +880,8 @@ def report(targets: list[Target], args: argparse.Namespace, runner: Runner) -> d
             print(f"  {key:<24} {value:6.2f}")
         elif key.startswith("loss") and m("coturn", "loss_pct") == 0:
             print(f"  {key:<24}    n/a (coturn lost 0%, natkit {m('natkit', 'loss_pct')}%)")
-    goal_rate = ratios["delivered natkit/coturn"]
+    natkit_rate, coturn_rate = m("natkit", "delivered_per_s"), m("coturn", "delivered_per_s")
+    goal_rate = natkit_rate / coturn_rate if natkit_rate is not None and coturn_rate else None
     if goal_rate is not None:
         loss_ok = (m("natkit", "loss_pct") or 0) <= (m("coturn", "loss_pct") or 0)
         print(

@@ -3,7 +3,8 @@
 # is missing. With no arguments: everything the test suite and the benchmarks use; with
 # arguments: just those packages.
 set -euo pipefail
-packages=(coturn redis-server iptables nftables conntrack iproute2 gcc openssl python3-venv)
+# gcc + python3-dev build the relay's C data plane (relay/server/_dataplane.c).
+packages=(coturn redis-server iptables nftables conntrack iproute2 gcc openssl python3-venv python3-dev)
 if (($#)); then packages=("$@"); fi
 missing=()
 for p in "${packages[@]}"; do
@@ -12,6 +13,12 @@ done
 # A Python that is not Debian's (pyenv, a container image) brings its own venv module.
 if [[ " ${missing[*]} " == *" python3-venv "* ]] && python3 -c 'import venv, ensurepip' 2>/dev/null; then
   missing=("${missing[@]/python3-venv}")
+fi
+# ... and its own headers.
+if [[ " ${missing[*]} " == *" python3-dev "* ]] && python3 -c '
+import os, sysconfig, sys
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null; then
+  missing=("${missing[@]/python3-dev}")
 fi
 missing=($(printf '%s\n' "${missing[@]}" | grep -v '^$' || true))
 if ((${#missing[@]})); then

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -16,6 +17,15 @@ from hypothesis import settings
 # deadline would make a busy CI machine fail tests that are correct.
 settings.register_profile("natkit", deadline=None)
 settings.load_profile("natkit")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to test a stale build of the C data plane: an edited ``_dataplane.c`` needs
+    ``pip install -e .`` again (scripts/test.sh does it)."""
+    source = Path(__file__).resolve().parent.parent / "relay" / "server" / "_dataplane.c"
+    for built in source.parent.glob("_dataplane.*.so"):
+        if built.stat().st_mtime < source.stat().st_mtime:
+            raise pytest.UsageError(f"{built.name} is older than {source.name}: pip install -e .")
 
 
 @pytest.hookimpl(hookwrapper=True)
