@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import secrets
+import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from pydantic import Field
 
@@ -15,6 +17,9 @@ from natkit.settings_cli import add_settings_arguments, settings_from_args
 from relay.endpoint import Endpoint
 from relay.settings import EndpointList, RelaySettings, StrList
 from relay.turn.auth import rest_api_credentials
+from rendezvous.settings import RendezvousSettings
+
+LOCAL_RENDEZVOUS_PORT = 8470
 
 
 class LocalRelaySettings(RelaySettings):
@@ -41,6 +46,30 @@ class LocalRelaySettings(RelaySettings):
     )
 
 
+def _until_signal(serve: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``serve(stop)`` on the relay's event loop (uvloop) until SIGINT or SIGTERM."""
+    from relay.eventloop import loop_factory
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(stop)
+
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(main())
+
+
+def _rendezvous(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from rendezvous import app
+
+    settings = settings_from_args(RendezvousSettings, args, parser)
+    logs.configure(settings.log_level)
+    _until_signal(lambda stop: app.serve(settings, stop))
+    return 0
+
+
 def _relay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from relay import app
 
@@ -51,12 +80,17 @@ def _relay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from relay import app
+    from relay import app as relay_app
+    from rendezvous import app as rendezvous_app
 
     settings = settings_from_args(LocalRelaySettings, args, parser)
     logs.configure(settings.log_level)
+    rendezvous = RendezvousSettings(
+        host="127.0.0.1", port=args.rendezvous_port, store="memory", log_level=settings.log_level
+    )
     primary = settings.listen[0]
     print("natkit is up on this machine (Ctrl-C stops it):")
+    print(f"  rendezvous http://127.0.0.1:{rendezvous.port}/v1  (memory store)")
     print(f"  STUN       stun:{primary}")
     for alt in settings.alt_listen:
         print(f"  STUN alt   stun:{alt}  (RFC 5780 NAT behaviour discovery)")
@@ -70,7 +104,13 @@ def _up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if settings.metrics_listen is not None:
         print(f"  metrics    http://{settings.metrics_listen}/metrics")
     sys.stdout.flush()
-    app.run(settings)
+
+    async def both(stop: asyncio.Event) -> None:
+        await asyncio.gather(
+            relay_app.serve(settings, stop), rendezvous_app.serve(rendezvous, stop)
+        )
+
+    _until_signal(both)
     return 0
 
 
@@ -84,11 +124,28 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser(
         "up",
         help="run the whole stack on localhost on its embedded defaults",
-        description="Run the whole natkit stack on localhost (relay with RFC 5780 on "
-        "127.0.0.1 and 127.0.0.2). Relay flags as for 'natkit relay'.",
+        description="Run the whole natkit stack on localhost: the relay (RFC 5780 on "
+        "127.0.0.1 and 127.0.0.2) and the rendezvous server on its memory store. Relay "
+        "flags as for 'natkit relay'.",
     )
     add_settings_arguments(up, LocalRelaySettings)
+    up.add_argument(
+        "--rendezvous-port",
+        type=int,
+        default=LOCAL_RENDEZVOUS_PORT,
+        help=f"TCP port of the rendezvous server on 127.0.0.1 (default: {LOCAL_RENDEZVOUS_PORT})",
+    )
     up.set_defaults(handler=_up, sub=up)
+
+    rendezvous = commands.add_parser(
+        "rendezvous",
+        help="run the rendezvous server (peer registry, swarms)",
+        description="Rendezvous server: signed peer registration and swarm peer lists "
+        "(/v1 JSON API) on the memory store or Redis. Every flag can also be set in the "
+        "environment (RENDEZVOUS_<FLAG>).",
+    )
+    add_settings_arguments(rendezvous, RendezvousSettings)
+    rendezvous.set_defaults(handler=_rendezvous, sub=rendezvous)
 
     relay = commands.add_parser(
         "relay",

@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+# Real redis-server / Redis Cluster fixtures for every test that asks for them.
+pytest_plugins = ["tests.redis_fixtures"]
+
 # No timing in unit tests (performance lives in benchmarks/): hypothesis's per-example
 # deadline would make a busy CI machine fail tests that are correct.
 settings.register_profile("natkit", deadline=None)

@@ -18,11 +18,48 @@ def natkit(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def wait_for_http(url: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                assert response.status == 200
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_rendezvous_command_serves_the_api() -> None:
+    port = free_tcp_port()
+    env = {**os.environ, "RENDEZVOUS_HOST": "127.0.0.1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "natkit", "rendezvous", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/readyz")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/swarms/s", timeout=2) as r:
+            assert r.read() == b'{"swarm": "s", "peers": 0, "seeders": 0, "leechers": 0}'
+    finally:
+        process.terminate()
+        out, _ = process.communicate(timeout=10)
+    assert process.returncode == 0, out
+    assert f"rendezvous listening on http://127.0.0.1:{port}" in out
+
+
 def test_help_lists_commands_and_environment() -> None:
     top = natkit("--help")
     assert top.returncode == 0
     assert "up" in top.stdout
     assert "relay" in top.stdout
+    assert "rendezvous" in top.stdout
+    rendezvous = natkit("rendezvous", "--help")
+    assert "RENDEZVOUS_STORE" in rendezvous.stdout
     relay = natkit("relay", "--help")
     assert relay.returncode == 0
     for flag, env in (("--listen", "RELAY_LISTEN"), ("--workers", "RELAY_WORKERS")):
@@ -49,7 +86,7 @@ def test_environment_sets_flags() -> None:
 def test_up_runs_the_stack_on_loopback() -> None:
     port = free_udp_port("127.0.0.1", also=("127.0.0.2",))
     alt = free_udp_port("127.0.0.1", also=("127.0.0.2",))
-    metrics = free_tcp_port()
+    metrics, rendezvous = free_tcp_port(), free_tcp_port()
     process = subprocess.Popen(
         [
             sys.executable,
@@ -62,6 +99,8 @@ def test_up_runs_the_stack_on_loopback() -> None:
             f"127.0.0.2:{alt}",
             "--metrics-listen",
             f"127.0.0.1:{metrics}",
+            "--rendezvous-port",
+            str(rendezvous),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -71,16 +110,8 @@ def test_up_runs_the_stack_on_loopback() -> None:
         wait_for_stun(("127.0.0.1", port))
         response = stun_roundtrip(("127.0.0.1", port))
         assert response.attributes["OTHER-ADDRESS"] == ("127.0.0.2", alt)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/livez", timeout=2) as r:
-                    assert r.status == 200
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        wait_for_http(f"http://127.0.0.1:{metrics}/livez")
+        wait_for_http(f"http://127.0.0.1:{rendezvous}/readyz")
     finally:
         process.terminate()
         out, _ = process.communicate(timeout=10)
@@ -90,6 +121,7 @@ def test_up_runs_the_stack_on_loopback() -> None:
     assert f"http://127.0.0.1:{metrics}/metrics" in out
     assert f"turn:127.0.0.1:{port}" in out
     assert "password" in out
+    assert f"rendezvous http://127.0.0.1:{rendezvous}/v1" in out
 
 
 async def test_up_turn_works_with_the_printed_credentials() -> None:
@@ -109,6 +141,7 @@ async def test_up_turn_works_with_the_printed_credentials() -> None:
         [
             *(sys.executable, "-m", "natkit", "up", "--listen", f"127.0.0.1:{port}"),
             *("--alt-listen", f"127.0.0.2:{alt}", "--metrics-listen", ""),
+            *("--rendezvous-port", str(free_tcp_port())),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

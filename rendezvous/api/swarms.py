@@ -1,0 +1,133 @@
+"""``/v1`` swarm routes: join (signed), leave (signed), list peers, swarm stats, challenge."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from client_sdk.identity import b64encode
+from rendezvous import keys
+from rendezvous.api.auth import signed_peer
+from rendezvous.api.errors import ApiError
+from rendezvous.api.models import JoinBody, check_peer_id, check_swarm
+from rendezvous.store import PeerRecord, Registration
+
+routes = web.RouteTableDef()
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ApiError(400, "invalid", f"{name}: an integer from {low} to {high}")
+    return int(text)
+
+
+def _peer_json(record: PeerRecord, now: float) -> dict[str, Any]:
+    entry: dict[str, Any] = json.loads(record.data)
+    entry["expires_in"] = max(0, round(record.expires - now))
+    return entry
+
+
+@routes.get("/v1/challenge")
+async def challenge(request: web.Request) -> web.Response:
+    app = request.app
+    return web.json_response(
+        {
+            "challenge": app[keys.CHALLENGES].issue(app[keys.CLOCK]()),
+            "expires_in": app[keys.CHALLENGES].lifetime,
+        }
+    )
+
+
+@routes.put("/v1/swarms/{swarm:[^/]+}/peers/{peer_id:[^/]+}")
+async def join(request: web.Request) -> web.Response:
+    swarm = check_swarm(request.match_info["swarm"])
+    peer_id = check_peer_id(request.match_info["peer_id"])
+    signer, public_key = await signed_peer(request)
+    if signer != peer_id:
+        raise ApiError(403, "forbidden", "a peer can only register itself")
+    try:
+        raw = json.loads(await request.read() or b"{}")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "invalid", f"body is not JSON: {exc}") from exc
+    body = JoinBody.model_validate(raw)
+    settings = request.app[keys.SETTINGS]
+    ttl = settings.default_ttl if body.ttl is None else body.ttl
+    if not settings.min_ttl <= ttl <= settings.max_ttl:
+        raise ApiError(
+            400, "invalid", f"ttl: from {settings.min_ttl} to {settings.max_ttl} seconds"
+        )
+    record = {
+        "peer_id": peer_id,
+        "public_key": b64encode(public_key),
+        "candidates": [c.model_dump() for c in body.candidates],
+        "nat": body.nat,
+        "metadata": body.metadata,
+    }
+    data = json.dumps(record, separators=(",", ":")).encode()
+    now = request.app[keys.CLOCK]()
+    announced = await request.app[keys.STORE].announce(
+        swarm,
+        now=now,
+        register=Registration(peer_id, data, float(ttl), body.seeder),
+        capacity=settings.swarm_capacity,
+    )
+    if announced.full:
+        raise ApiError(503, "swarm_full", f"swarm {swarm} holds {announced.stats.peers} peers")
+    return web.json_response(
+        {"joined": announced.joined, "ttl": ttl, "peers": announced.stats.peers},
+        status=201 if announced.joined else 200,
+    )
+
+
+@routes.delete("/v1/swarms/{swarm:[^/]+}/peers/{peer_id:[^/]+}")
+async def leave(request: web.Request) -> web.Response:
+    swarm = check_swarm(request.match_info["swarm"])
+    peer_id = check_peer_id(request.match_info["peer_id"])
+    signer, _ = await signed_peer(request)
+    if signer != peer_id:
+        raise ApiError(403, "forbidden", "a peer can only remove itself")
+    now = request.app[keys.CLOCK]()
+    await request.app[keys.STORE].announce(swarm, now=now, leave=peer_id)
+    return web.Response(status=204)
+
+
+@routes.get("/v1/swarms/{swarm:[^/]+}/peers")
+async def peers(request: web.Request) -> web.Response:
+    """A random sample (``numwant``, ``exclude``), or with ``cookie`` the registrations
+    since the cookie, oldest first (libp2p rendezvous DISCOVER paging)."""
+    swarm = check_swarm(request.match_info["swarm"])
+    settings = request.app[keys.SETTINGS]
+    store = request.app[keys.STORE]
+    now = request.app[keys.CLOCK]()
+    if "cookie" in request.query:
+        cookie = request.query["cookie"]
+        if cookie and not cookie.isdigit():
+            raise ApiError(400, "invalid", "cookie: pass back the cookie of the last answer")
+        limit = _int_param(request, "limit", settings.default_numwant, 1, settings.max_numwant)
+        page = await store.page(swarm, cookie=cookie, limit=limit, now=now)
+        return web.json_response(
+            {"peers": [_peer_json(p, now) for p in page.peers], "cookie": page.cookie}
+        )
+    want = _int_param(request, "numwant", settings.default_numwant, 0, settings.max_numwant)
+    exclude = request.query.get("exclude")
+    if exclude is not None:
+        check_peer_id(exclude, "exclude")
+    announced = await store.announce(swarm, now=now, want=want, exclude=exclude)
+    return web.json_response(
+        {"peers": [_peer_json(p, now) for p in announced.peers], "total": announced.stats.peers}
+    )
+
+
+@routes.get("/v1/swarms/{swarm:[^/]+}")
+async def stats(request: web.Request) -> web.Response:
+    swarm = check_swarm(request.match_info["swarm"])
+    now = request.app[keys.CLOCK]()
+    [found] = await request.app[keys.STORE].stats([swarm], now=now)
+    return web.json_response(
+        {"swarm": swarm, "peers": found.peers, "seeders": found.seeders, "leechers": found.leechers}
+    )

@@ -1,0 +1,75 @@
+"""``create_app(settings)``: the rendezvous aiohttp application, and ``serve`` to run it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from rendezvous import keys
+from rendezvous.api import health, swarms
+from rendezvous.api.errors import json_errors
+from rendezvous.challenges import Challenges
+from rendezvous.settings import RendezvousSettings
+from rendezvous.store import open_store
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 16 * 1024  # every JSON body is small; the models cap each field further
+
+
+def create_app(
+    settings: RendezvousSettings, *, clock: Callable[[], float] = time.time
+) -> web.Application:
+    app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
+    app[keys.SETTINGS] = settings
+    app[keys.CLOCK] = clock
+    secret = settings.secret.encode() if settings.secret else os.urandom(32)
+    if not settings.secret and settings.store != "memory":
+        log.warning("no RENDEZVOUS_SECRET: challenges work on this instance only")
+    app[keys.CHALLENGES] = Challenges(secret, settings.challenge_lifetime)
+    app.cleanup_ctx.append(_store)
+    app.router.add_routes(health.routes)
+    app.router.add_routes(swarms.routes)
+    return app
+
+
+async def _store(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    store = open_store(settings.store, keep=float(settings.max_ttl))
+    app[keys.STORE] = store
+    try:
+        yield
+    finally:
+        await store.close()
+
+
+async def serve(
+    settings: RendezvousSettings,
+    stop: asyncio.Event,
+    ready: Callable[[int], None] | None = None,
+) -> None:
+    """Serve until ``stop`` is set; ``ready(port)`` once listening."""
+    runner = web.AppRunner(create_app(settings), handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        port = sockets[0].getsockname()[1] if sockets else settings.port
+        log.info(
+            "rendezvous listening on http://%s:%d (store: %s)",
+            settings.host,
+            port,
+            settings.store.split("@")[-1],
+        )
+        if ready is not None:
+            ready(port)
+        await stop.wait()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,47 @@
+"""The rendezvous server's configuration: one pydantic-settings class, ``RENDEZVOUS_``
+environment prefix; every field is also a ``natkit rendezvous`` flag."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+class RendezvousSettings(BaseSettings):
+    """Settings of ``natkit rendezvous``: peer registry, tracker and signaling."""
+
+    model_config = SettingsConfigDict(env_prefix="RENDEZVOUS_", extra="forbid")
+
+    host: str = Field(default="0.0.0.0", description="address to serve HTTP/WebSocket on")
+    port: int = Field(default=8470, ge=0, le=65535, description="TCP port (0: any free port)")
+    store: str = Field(
+        default="memory",
+        description="memory (one process), redis://HOST:PORT/DB or redis+cluster://HOST:PORT",
+    )
+    secret: str = Field(
+        default="",
+        description="signs challenges; set the same value on every instance sharing a store "
+        "(empty: a random secret, good for one instance only)",
+    )
+    min_ttl: int = Field(default=30, ge=1, description="shortest registration (s)")
+    max_ttl: int = Field(default=3600, ge=1, description="longest registration (s)")
+    default_ttl: int = Field(default=300, ge=1, description="registration without a ttl (s)")
+    default_numwant: int = Field(default=30, ge=0, description="peers listed when not asked")
+    max_numwant: int = Field(default=200, ge=1, description="most peers in one answer")
+    swarm_capacity: int = Field(
+        default=100_000, ge=0, description="peers one swarm holds (0: unlimited)"
+    )
+    challenge_lifetime: int = Field(
+        default=60, ge=5, le=3600, description="seconds a challenge can be signed"
+    )
+    log_level: LogLevel = Field(default="info", description="log verbosity")
+
+    @model_validator(mode="after")
+    def _ttl_order(self) -> RendezvousSettings:
+        if not self.min_ttl <= self.default_ttl <= self.max_ttl:
+            raise ValueError("need min_ttl <= default_ttl <= max_ttl")
+        return self
