@@ -489,6 +489,14 @@ flush_listener(DataPlane *self, Listener *l)
     }
 }
 
+static void
+flush_all(DataPlane *self)
+{
+    for (Py_ssize_t i = 0; i < self->count; i++)
+        if (self->listeners[i].queued)
+            flush_listener(self, &self->listeners[i]);
+}
+
 /* Room for one more message in a listener's tx vector (flushing it when full). */
 static int
 tx_slot(DataPlane *self, Listener *l)
@@ -669,9 +677,7 @@ dataplane_flush(DataPlane *self, PyObject *args)
             flush_listener(self, l);
         Py_RETURN_NONE;
     }
-    for (Py_ssize_t i = 0; i < self->count; i++)
-        if (self->listeners[i].queued)
-            flush_listener(self, &self->listeners[i]);
+    flush_all(self);
     Py_RETURN_NONE;
 }
 
@@ -795,9 +801,7 @@ dataplane_drain_relays(DataPlane *self, PyObject *args)
         if (append_miss(&misses, item) < 0)
             goto error;
     }
-    for (Py_ssize_t i = 0; i < self->count; i++)
-        if (self->listeners[i].queued)
-            flush_listener(self, &self->listeners[i]);
+    flush_all(self);
     if (misses == NULL)
         Py_RETURN_NONE;
     return misses;
@@ -812,9 +816,7 @@ dataplane_close(DataPlane *self, PyObject *unused)
     /* Flush what is queued and release the buffers and the epoll descriptor. The
      * listening and relayed sockets belong to their Python owners. */
     if (self->listeners != NULL)
-        for (Py_ssize_t i = 0; i < self->count; i++)
-            if (self->listeners[i].queued)
-                flush_listener(self, &self->listeners[i]);
+        flush_all(self);
     dataplane_free_buffers(self);
     Py_RETURN_NONE;
 }
