@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +102,54 @@ class Server:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=3)
+
+
+class Children:
+    """The children of one benchmark run: each in its own session, bounded in time by
+    ``timeout`` (when installed), output to ``<workdir>/<name>.log``; ``stop_all`` at the end."""
+
+    def __init__(self, workdir: Path, lifetime: float) -> None:
+        self.workdir = workdir
+        self.lifetime = lifetime
+        self.servers: list[Server] = []
+        self.timeout_bin = shutil.which("timeout")
+
+    def wrap(self, argv: Sequence[str], lifetime: float | None = None) -> list[str]:
+        """``argv`` under ``timeout``: a hard upper bound on the child's life."""
+        if self.timeout_bin:
+            return [self.timeout_bin, "-k", "5", f"{lifetime or self.lifetime:.0f}", *argv]
+        return list(argv)
+
+    def spawn(
+        self,
+        name: str,
+        argv: Sequence[str],
+        cpu: int | None,
+        *,
+        nofile: int | None = None,
+        cwd: Path | None = None,
+        pipe: bool = False,
+        port: int = 0,
+    ) -> Server:
+        """Start ``argv`` pinned to ``cpu``; stderr (and stdout unless ``pipe``) to its log."""
+        log_path = self.workdir / f"{name}.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                self.wrap(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE if pipe else log,
+                stderr=log,
+                cwd=cwd,
+                start_new_session=True,
+                preexec_fn=preexec(cpu, nofile),
+            )
+        server = Server(name, proc, port, log_path)
+        self.servers.append(server)
+        return server
+
+    def stop_all(self) -> None:
+        for server in self.servers:
+            server.stop()
 
 
 def stop_failed(server: Server | None) -> str:

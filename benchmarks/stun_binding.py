@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import HOST, Server, free_udp_port, preexec, ratio, stop_failed
+from harness import HOST, Children, Server, free_udp_port, ratio, stop_failed
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -250,39 +250,16 @@ class Target:
         self.error += stop_failed(self.server)
 
 
-class Runner:
+class Runner(Children):
     def __init__(self, args: argparse.Namespace, workdir: Path, lifetime: float) -> None:
+        super().__init__(workdir, lifetime)
         self.args = args
-        self.workdir = workdir
-        self.lifetime = lifetime
-        self.servers: list[Server] = []
-        self.timeout_bin = shutil.which("timeout")
         self.natkit_cmd = args.natkit_cmd
-
-    def spawn(
-        self, name: str, argv: Sequence[str], cwd: Path | None = None, pipe: bool = False
-    ) -> tuple[subprocess.Popen[bytes], Path]:
-        """Start a child in its own session, pinned, stderr (and stdout) to a log."""
-        log_path = self.workdir / f"{name}.log"
-        if self.timeout_bin:  # hard upper bound on the child's life
-            argv = [self.timeout_bin, "-k", "5", f"{self.lifetime:.0f}", *argv]
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE if pipe else log,
-                stderr=log,
-                cwd=cwd,
-                start_new_session=True,
-                preexec_fn=preexec(self.args.server_cpu),
-            )
-        return proc, log_path
 
     def start_ready_line(self, name: str, argv: Sequence[str]) -> Server:
         """Start a child that prints 'READY <port>' when bound."""
-        proc, log_path = self.spawn(name, argv, pipe=True)
-        server = Server(name, proc, 0, log_path)
-        self.servers.append(server)
+        server = self.spawn(name, argv, self.args.server_cpu, pipe=True)
+        proc = server.proc
         assert proc.stdout is not None
         line = b""
         deadline = time.monotonic() + self.args.start_timeout
@@ -303,9 +280,8 @@ class Runner:
 
     def start_on_port(self, name: str, argv: Sequence[str], port: int, cwd: Path | None) -> Server:
         """Start a child listening on a port we chose; wait until it answers STUN."""
-        proc, log_path = self.spawn(name, argv, cwd)
-        server = Server(name, proc, port, log_path)
-        self.servers.append(server)
+        server = self.spawn(name, argv, self.args.server_cpu, cwd=cwd, port=port)
+        proc = server.proc
         deadline = time.monotonic() + self.args.start_timeout
         last = "no attempt"
         while time.monotonic() < deadline:
@@ -409,10 +385,6 @@ class Runner:
         res["cpu_available"] = round(avail, 3)
         res["server_cpu_idle"] = round(idle, 3)
         return res
-
-    def stop_all(self) -> None:
-        for server in self.servers:
-            server.stop()
 
 
 # ---------------------------------------------------------------------- reporting

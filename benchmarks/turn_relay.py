@@ -83,6 +83,7 @@ if str(REPO) not in sys.path:
 
 from harness import (  # noqa: E402
     HOST,
+    Children,
     Server,
     free_udp_port,
     preexec,
@@ -225,38 +226,18 @@ class Target:
         self.error += stop_failed(self.server)
 
 
-class Runner:
+class Runner(Children):
     def __init__(self, args: argparse.Namespace, workdir: Path, lifetime: float) -> None:
+        super().__init__(workdir, lifetime)
         self.args = args
-        self.workdir = workdir
-        self.lifetime = lifetime
-        self.procs: list[Server] = []
-        self.timeout_bin = shutil.which("timeout")
         self.commands: dict[str, str] = {}
 
-    def wrap(self, argv: Sequence[str], lifetime: float | None = None) -> list[str]:
-        if self.timeout_bin:  # hard upper bound on the child's life
-            return [self.timeout_bin, "-k", "5", f"{lifetime or self.lifetime:.0f}", *argv]
-        return list(argv)
-
-    def spawn(
+    def spawn_recorded(
         self, name: str, argv: Sequence[str], cpu: int | None, nofile: int | None = None
     ) -> Server:
-        log_path = self.workdir / f"{name}.log"
+        """``spawn``, keeping the command line for the report."""
         self.commands[name] = shlex.join(argv)
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                self.wrap(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                cwd=REPO,
-                start_new_session=True,
-                preexec_fn=preexec(cpu, nofile),
-            )
-        server = Server(name, proc, 0, log_path)
-        self.procs.append(server)
-        return server
+        return self.spawn(name, argv, cpu, nofile=nofile)
 
     def start_target(self, target: Target, tag: str, nofile: int | None) -> Server:
         a = self.args
@@ -340,7 +321,7 @@ class Runner:
             ]
         else:
             raise TargetError(f"unknown target {target.name!r}")
-        server = self.spawn(f"{target.name}-{tag}", argv, a.server_cpu, nofile)
+        server = self.spawn_recorded(f"{target.name}-{tag}", argv, a.server_cpu, nofile)
         server.port = port
         target.server = server
         deadline = time.monotonic() + a.start_timeout
@@ -355,10 +336,6 @@ class Runner:
                 last = str(exc)
                 time.sleep(0.1)
         raise TargetError(f"did not answer TURN within {a.start_timeout:g}s ({last})")
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            proc.stop()
 
 
 # ----------------------------------------------------------------------- throughput
@@ -489,7 +466,7 @@ def throughput(runner: Runner, targets: list[Target], log: Any) -> None:
             t.fail("turnutils_peer not found (apt-get install coturn)")
         return
     peer_port = free_udp_port()
-    peer = runner.spawn("peer", [peer_exe, "-L", HOST, "-p", str(peer_port)], a.client_cpu)
+    peer = runner.spawn_recorded("peer", [peer_exe, "-L", HOST, "-p", str(peer_port)], a.client_cpu)
     time.sleep(0.3)
     for target in targets:
         try:
