@@ -116,7 +116,28 @@ def _wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
     raise RedisStartError(f"timed out after {timeout:.0f}s waiting for {what}: {last_error!r}")
 
 
-class RedisServer:
+class _Started:
+    """``with X() as x``: ``start()`` on entry, ``stop()`` on exit."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class RedisServer(_Started):
     """One ``redis-server`` process on 127.0.0.1, configured only on the command line:
     no persistence, protected mode, its working directory and log in a temporary directory.
 
@@ -230,17 +251,6 @@ class RedisServer:
         """Whether the server answers PING."""
         with _client(self.port) as client:
             return bool(client.ping())
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = f"pid {self.pid}" if self.running else "stopped"
@@ -379,7 +389,7 @@ def _on_main_thread() -> bool:
     return sys.platform == "linux" and threading.current_thread() is threading.main_thread()
 
 
-class RedisCluster:
+class RedisCluster(_Started):
     """A real Redis Cluster of three masters (no replicas) on 127.0.0.1, created with
     ``redis-cli --cluster create``. Nodes have their own directories; if anything fails
     midway, every process started so far is stopped."""
@@ -450,17 +460,6 @@ class RedisCluster:
     def cluster_info(self) -> list[dict[str, str]]:
         """``CLUSTER INFO`` of every node."""
         return [cluster_info(server.port) for server in self._servers]
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"<RedisCluster {self.nodes} {'running' if self.running else 'stopped'}>"
