@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import resource
 import shutil
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +106,22 @@ class Server:
             self.proc.wait(timeout=3)
 
 
+def build_c(source: Path) -> Path:
+    """``source`` compiled with gcc -O2 into ``benchmarks/.build`` unless up to date."""
+    build_dir = source.parent / ".build"
+    binary = build_dir / source.stem
+    if binary.exists() and binary.stat().st_mtime >= source.stat().st_mtime:
+        return binary
+    build_dir.mkdir(exist_ok=True)
+    tmp = build_dir / f"{source.stem}.{os.getpid()}.tmp"
+    cmd = ["gcc", "-O2", "-Wall", "-Wextra", "-o", str(tmp), str(source)]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
+    if result.returncode != 0:
+        raise SystemExit(f"gcc failed:\n{result.stderr}")
+    tmp.replace(binary)
+    return binary
+
+
 class Children:
     """The children of one benchmark run: each in its own session, bounded in time by
     ``timeout`` (when installed), output to ``<workdir>/<name>.log``; ``stop_all`` at the end."""
@@ -150,6 +168,29 @@ class Children:
     def stop_all(self) -> None:
         for server in self.servers:
             server.stop()
+
+
+def read_ready_port(server: Server, timeout: float) -> int:
+    """The port of a child (started with ``pipe=True``) that prints ``READY <port>`` once
+    bound; raises ``RuntimeError`` if it does not within ``timeout``."""
+    stdout = server.proc.stdout
+    if stdout is None:
+        raise RuntimeError(f"{server.name}: started without pipe=True")
+    os.set_blocking(stdout.fileno(), False)
+    line = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.alive():
+        chunk = stdout.readline()
+        if chunk:
+            line += chunk
+            if line.endswith(b"\n"):
+                break
+        else:
+            time.sleep(0.02)
+    match = re.match(rb"READY (\d+)", line)
+    if not match:
+        raise RuntimeError(f"{server.name} did not report READY (got {line!r})")
+    return int(match.group(1))
 
 
 def stop_failed(server: Server | None) -> str:

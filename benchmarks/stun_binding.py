@@ -56,7 +56,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import HOST, Children, Server, free_udp_port, ratio, stop_failed
+from harness import (
+    HOST,
+    Children,
+    Server,
+    build_c,
+    free_udp_port,
+    ratio,
+    read_ready_port,
+    stop_failed,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -179,17 +188,7 @@ def stun_check(port: int, timeout: float = 0.5) -> dict[str, Any]:
 
 
 def build_loadgen() -> Path:
-    """Compile stun_loadgen.c with gcc -O2 unless the binary is up to date."""
-    if LOADGEN_BIN.exists() and LOADGEN_BIN.stat().st_mtime >= LOADGEN_SRC.stat().st_mtime:
-        return LOADGEN_BIN
-    BUILD_DIR.mkdir(exist_ok=True)
-    tmp = BUILD_DIR / f"stun_loadgen.{os.getpid()}.tmp"
-    cmd = ["gcc", "-O2", "-Wall", "-Wextra", "-o", str(tmp), str(LOADGEN_SRC)]
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
-    if result.returncode != 0:
-        raise SystemExit(f"gcc failed:\n{result.stderr}")
-    tmp.replace(LOADGEN_BIN)
-    return LOADGEN_BIN
+    return build_c(LOADGEN_SRC)
 
 
 def cpu_times() -> dict[str, list[int]]:
@@ -259,23 +258,10 @@ class Runner(Children):
     def start_ready_line(self, name: str, argv: Sequence[str]) -> Server:
         """Start a child that prints 'READY <port>' when bound."""
         server = self.spawn(name, argv, self.args.server_cpu, pipe=True)
-        proc = server.proc
-        assert proc.stdout is not None
-        line = b""
-        deadline = time.monotonic() + self.args.start_timeout
-        os.set_blocking(proc.stdout.fileno(), False)
-        while time.monotonic() < deadline and proc.poll() is None:
-            chunk = proc.stdout.readline()
-            if chunk:
-                line += chunk
-                if line.endswith(b"\n"):
-                    break
-            else:
-                time.sleep(0.02)
-        match = re.match(rb"READY (\d+)", line)
-        if not match:
-            raise TargetError(f"{name} did not report READY (got {line!r})")
-        server.port = int(match.group(1))
+        try:
+            server.port = read_ready_port(server, self.args.start_timeout)
+        except RuntimeError as exc:
+            raise TargetError(str(exc)) from None
         return server
 
     def start_on_port(self, name: str, argv: Sequence[str], port: int, cwd: Path | None) -> Server:
