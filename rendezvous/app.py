@@ -59,9 +59,7 @@ async def serve(
     try:
         site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        port = sockets[0].getsockname()[1] if sockets else settings.port
+        port = runner.addresses[0][1] if runner.addresses else settings.port
         log.info(
             "rendezvous listening on http://%s:%d (store: %s)",
             settings.host,
