@@ -1,6 +1,6 @@
 """TURN relaying over UDP: natkit vs coturn, in one run.
 
-Two parts, both on by default:
+Three parts, all on by default:
 
 **Throughput** - every target (``--targets``, default ``coturn,natkit``) is started on
 loopback with one relay thread/worker, pinned to ``--server-cpu``.  One echo peer
@@ -27,6 +27,18 @@ timestamps uclient's once-a-second progress lines itself:
   for lost messages before giving up, so it is printed but not used for the rate.
 * ``loss %`` is uclient's own figure (messages sent, no echo received).
 
+uclient paces itself at about 42k messages/s on one core of the development machine,
+below what either relay carries, so both deliver everything it sends and this part
+compares their cost (server CPU, round-trip time) more than their capacity.
+
+**Capacity** (``--no-capacity`` skips it) - per round each target is started fresh,
+``--capacity-clients`` UDP sockets each get an allocation with channel 0x4000 bound to a C
+echo peer, and ``turn_loadgen`` (``benchmarks/turn_loadgen.c``, pinned with the peer to
+``--client-cpu``) keeps ``--capacity-window`` ChannelData messages of ``--length`` bytes in
+flight on every socket for ``--capacity-seconds`` after a 1 s warm-up, sending one more
+for each valid echo. The relay's one core saturates: echoes per second is the ChannelData
+round-trip rate it sustains, ``loss %`` the messages a socket waited 300 ms for in vain.
+
 **Memory** (``--memory`` alone, or part of the default run) - every target is restarted
 fresh with a raised RLIMIT_NOFILE and ``--memory-allocations`` (default 10,000)
 allocations are made from this one process: one UDP socket per allocation (an allocation
@@ -39,7 +51,7 @@ process of the server's session (natkit worker(s), coturn's single multi-threade
 
 Run::
 
-    .venv/bin/python benchmarks/turn_relay.py                       # both parts, ~3.5 min
+    .venv/bin/python benchmarks/turn_relay.py                       # all parts, ~5 min
     .venv/bin/python benchmarks/turn_relay.py --no-memory --rounds 5 --json
     .venv/bin/python benchmarks/turn_relay.py --memory               # memory part only
     .venv/bin/python benchmarks/turn_relay.py --send-indications --targets natkit
@@ -85,9 +97,11 @@ from harness import (  # noqa: E402
     HOST,
     Children,
     Server,
+    build_c,
     free_udp_port,
     preexec,
     ratio,
+    read_ready_port,
     session_cpu_seconds,
     session_pids,
     stop_failed,
@@ -124,19 +138,29 @@ class TargetError(Exception):
 # ----------------------------------------------------------------------------- TURN
 
 
-def allocate_request(txid: bytes, auth: tuple[str, str, bytes] | None = None) -> bytes:
-    """An Allocate request for a UDP relay; ``auth`` = (realm, nonce, key) signs it."""
-    attrs: list[tuple[int, Any]] = [(AttributeType.REQUESTED_TRANSPORT, 17)]
+def turn_request(
+    method: Method,
+    txid: bytes,
+    attrs: list[tuple[int, Any]],
+    auth: tuple[str, str, bytes] | None = None,
+) -> bytes:
+    """A TURN request; ``auth`` = (realm, nonce, key) signs it as USER."""
     if auth is None:
-        return Message(Method.ALLOCATE, MessageClass.REQUEST, txid, tuple(attrs)).encode()
+        return Message(method, MessageClass.REQUEST, txid, tuple(attrs)).encode()
     realm, nonce, key = auth
-    attrs += [
+    attrs = [
+        *attrs,
         (AttributeType.USERNAME, USER),
         (AttributeType.REALM, realm),
         (AttributeType.NONCE, nonce),
     ]
-    msg = Message(Method.ALLOCATE, MessageClass.REQUEST, txid, tuple(attrs))
+    msg = Message(method, MessageClass.REQUEST, txid, tuple(attrs))
     return msg.encode(integrity_key=key, fingerprint=True)
+
+
+def allocate_request(txid: bytes, auth: tuple[str, str, bytes] | None = None) -> bytes:
+    """An Allocate request for a UDP relay; ``auth`` = (realm, nonce, key) signs it."""
+    return turn_request(Method.ALLOCATE, txid, [(AttributeType.REQUESTED_TRANSPORT, 17)], auth)
 
 
 def error_of(msg: Message) -> str:
@@ -215,6 +239,7 @@ class Target:
     error: str = ""
     rounds: list[dict[str, Any]] = field(default_factory=list)
     memory: dict[str, Any] | None = None
+    capacity: list[dict[str, Any]] = field(default_factory=list)
 
     def median(self, key: str) -> float | None:
         values = [float(r[key]) for r in self.rounds if r.get(key) is not None]
@@ -657,6 +682,124 @@ def make_allocations(
         ep.close()
 
 
+# ------------------------------------------------------------------------- capacity
+
+CAPACITY_CHANNEL = 0x4000
+TURN_LOADGEN_SRC = HERE / "turn_loadgen.c"
+
+
+def transact(sock: socket.socket, build: Any, tries: int = 4) -> Message:
+    """Send ``build(txid)`` until its answer comes (0.5 s per try); the answer."""
+    for _ in range(tries):
+        txid = secrets.token_bytes(12)
+        sock.send(build(txid))
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                msg = parse(sock.recv(4096))
+            except (TimeoutError, StunError):
+                continue
+            if msg.transaction_id == txid:
+                return msg
+    raise TargetError("no answer to a TURN request")
+
+
+def channel_client(port: int, peer: tuple[str, int]) -> socket.socket:
+    """A UDP socket holding an allocation on HOST:port with CAPACITY_CHANNEL bound to
+    ``peer``, connected to the server and non-blocking."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((HOST, 0))
+        sock.connect((HOST, port))
+        challenge = transact(sock, allocate_request)
+        realm, nonce = challenge.get(AttributeType.REALM), challenge.get(AttributeType.NONCE)
+        if not isinstance(realm, str) or not isinstance(nonce, str):
+            raise TargetError(f"Allocate: expected a 401 challenge, got {error_of(challenge)}")
+        auth = (realm, nonce, long_term_key(USER, realm, PASSWORD))
+        allocated = transact(sock, lambda txid: allocate_request(txid, auth))
+        if allocated.message_class != MessageClass.SUCCESS:
+            raise TargetError(f"Allocate: {error_of(allocated)}")
+        bind_attrs: list[tuple[int, Any]] = [
+            (AttributeType.CHANNEL_NUMBER, CAPACITY_CHANNEL),
+            (AttributeType.XOR_PEER_ADDRESS, peer),
+        ]
+        bound = transact(
+            sock, lambda txid: turn_request(Method.CHANNEL_BIND, txid, bind_attrs, auth)
+        )
+        if bound.message_class != MessageClass.SUCCESS:
+            raise TargetError(f"ChannelBind: {error_of(bound)}")
+        sock.setblocking(False)
+        return sock
+    except BaseException:
+        sock.close()
+        raise
+
+
+def capacity(runner: Runner, targets: list[Target], log: Any) -> None:
+    """Each target, fresh per round: ``--capacity-clients`` allocations with a channel to
+    a C echo peer, then turn_loadgen keeps ``--capacity-window`` ChannelData messages in
+    flight on each for ``--capacity-seconds``: the echoes per second the relay sustains."""
+    a = runner.args
+    generator = str(build_c(TURN_LOADGEN_SRC))
+    echo = runner.spawn(
+        "echo",
+        [generator, "--echo", "-d", f"{runner.lifetime:.0f}", f"{HOST}:0"],
+        a.client_cpu,
+        pipe=True,
+    )
+    peer = (HOST, read_ready_port(echo, a.start_timeout))
+    for r in range(a.rounds):
+        order = targets[r % len(targets) :] + targets[: r % len(targets)]
+        for target in order:
+            if target.status == "failed":
+                continue
+            socks: list[socket.socket] = []
+            try:
+                server = runner.start_target(target, f"cap{r}", None)
+                socks = [channel_client(server.port, peer) for _ in range(a.capacity_clients)]
+                fds = [s.fileno() for s in socks]
+                argv = [generator, "-d", str(a.capacity_seconds), "-W", "1"]
+                argv += ["-w", str(a.capacity_window), "-l", str(a.length)]
+                argv += ["-n", str(CAPACITY_CHANNEL)]
+                if a.client_cpu is not None:
+                    argv += ["-c", str(a.client_cpu)]
+                runner.commands["turn_loadgen"] = shlex.join([*argv, "FD..."])
+                cpu0 = server.cpu_seconds()
+                done = subprocess.run(
+                    [*argv, *map(str, fds)],
+                    pass_fds=fds,
+                    capture_output=True,
+                    text=True,
+                    timeout=a.capacity_seconds + 30,
+                    check=False,
+                )
+                cpu = server.cpu_seconds() - cpu0
+                if done.returncode != 0:
+                    raise TargetError(f"turn_loadgen failed: {done.stderr.strip()}")
+                result = json.loads(done.stdout.strip().splitlines()[-1])
+                sent = max(1, result["sent"])
+                result["loss_pct"] = round(100.0 * result["lost"] / sent, 3)
+                result["server_cpu_pct"] = round(100.0 * cpu / (a.capacity_seconds + 1), 1)
+                target.capacity.append(result)
+                print(
+                    f"[capacity {r + 1}/{a.rounds}] {target.name:<7} "
+                    f"{result['rate'] / 1000:6.1f}k echoes/s, lost {result['lost']} "
+                    f"({result['loss_pct']}%), invalid {result['invalid']}, "
+                    f"server CPU {result['server_cpu_pct']}%",
+                    file=log,
+                    flush=True,
+                )
+            except (TargetError, OSError, subprocess.SubprocessError, ValueError) as exc:
+                target.fail(f"capacity: {exc}")
+            finally:
+                for s in socks:
+                    s.close()
+                if target.server is not None:
+                    target.server.stop()
+                    target.server = None
+
+
 def memory(runner: Runner, targets: list[Target], log: Any) -> None:
     a = runner.args
     raise_own_nofile(a.memory_allocations + 1024)
@@ -741,6 +884,11 @@ def report(targets: list[Target], args: argparse.Namespace, runner: Runner) -> d
         return meds.get(name, {}).get(key) if name in by else None
 
     mem = {t.name: (t.memory or {}).get("kib_per_allocation") for t in targets}
+
+    def cap(name: str, key: str) -> float | None:
+        values = [float(r[key]) for t in targets if t.name == name for r in t.capacity]
+        return statistics.median(values) if values else None
+
     ratios = {
         "delivered natkit/coturn": ratio(
             m("natkit", "delivered_per_s"), m("coturn", "delivered_per_s")
@@ -751,6 +899,7 @@ def report(targets: list[Target], args: argparse.Namespace, runner: Runner) -> d
         # that uclient's own ceiling (~35k delivered/s here) does not mask.
         "server cpu natkit/coturn": ratio(m("natkit", "server_cpu_s"), m("coturn", "server_cpu_s")),
         "msgs per cpu-s natkit/coturn": ratio(m("natkit", "per_cpu_s"), m("coturn", "per_cpu_s")),
+        "capacity natkit/coturn": ratio(cap("natkit", "rate"), cap("coturn", "rate")),
         "memory natkit/coturn": ratio(mem.get("natkit"), mem.get("coturn")),
     }
     pinning = (
@@ -779,6 +928,7 @@ def report(targets: list[Target], args: argparse.Namespace, runner: Runner) -> d
                 "medians": meds[t.name],
                 "rounds": t.rounds,
                 "memory": t.memory,
+                "capacity": t.capacity,
             }
             for t in targets
         },
@@ -832,6 +982,30 @@ def report(targets: list[Target], args: argparse.Namespace, runner: Runner) -> d
                 problems.update(r.get("problems", {}))
             if problems:
                 print(f"  {t.name} uclient problem lines: {dict(problems.most_common(4))}")
+    if args.capacity:
+        print()
+        print(
+            f"Capacity: turn_loadgen, {args.capacity_clients} allocations x "
+            f"{args.capacity_window} ChannelData messages of {args.length} B in flight, "
+            f"{args.capacity_seconds:g} s per round, median of {args.rounds}; {pinning}"
+        )
+        header = f"{'target':<8}{'echoes/s':>10}{'min':>10}{'max':>10}{'loss %':>8}{'srv cpu':>9}"
+        print(header)
+        print("-" * len(header))
+        for t in targets:
+            rates = [r["rate"] for r in t.capacity]
+            if not rates:
+                print(f"{t.name:<8}{'FAILED':>10}")
+                continue
+            print(
+                f"{t.name:<8}{cap(t.name, 'rate') or 0:>10,.0f}{min(rates):>10,.0f}"
+                f"{max(rates):>10,.0f}{cap(t.name, 'loss_pct') or 0:>8.3f}"
+                f"{cap(t.name, 'server_cpu_pct') or 0:>8.0f}%"
+            )
+        print(
+            "  echoes/s: ChannelData round trips completed per second (client -> relay -> "
+            "peer -> relay -> client), the relay's one core saturated"
+        )
     if args.memory:
         print()
         print(f"Memory: {args.memory_allocations} allocations from one client process")
@@ -874,6 +1048,15 @@ def report(targets: list[Target], args: argparse.Namespace, runner: Runner) -> d
             f"  goal delivered >= 1.0x coturn: {'met' if goal_rate >= 1.0 else 'NOT met'}; "
             f"loss <= coturn's: {'met' if loss_ok else 'NOT met'}"
         )
+    capacity_ratio = ratios["capacity natkit/coturn"]
+    if capacity_ratio is not None:
+        loss_ok = (cap("natkit", "loss_pct") or 0) <= (cap("coturn", "loss_pct") or 0)
+        natkit_cap, coturn_cap = cap("natkit", "rate") or 0, cap("coturn", "rate") or 1
+        print(
+            "  goal delivered at saturation >= 1.0x coturn: "
+            f"{'met' if natkit_cap >= coturn_cap else 'NOT met'}; "
+            f"loss <= coturn's: {'met' if loss_ok else 'NOT met'}"
+        )
     if mem.get("natkit") is not None:
         kpa = mem["natkit"]
         print(f"  goal natkit < 10 KiB/allocation: {'met' if kpa and kpa < 10 else 'NOT met'}")
@@ -906,6 +1089,7 @@ def run(args: argparse.Namespace) -> int:
     targets = [Target(n, DESCRIPTIONS.get(n, "?")) for n in names]
     lifetime = 60 + len(names) * (
         args.rounds * args.uclient_timeout * (1 if args.throughput else 0)
+        + args.rounds * (args.capacity_seconds + 45) * (1 if args.capacity else 0)
         + (args.memory_deadline + 2 * args.settle + args.start_timeout) * (1 if args.memory else 0)
     )
     log = sys.stderr
@@ -914,6 +1098,9 @@ def run(args: argparse.Namespace) -> int:
         if args.throughput:
             throughput(runner, targets, log)
             summary_ok = all(t.status == "ok" and len(t.rounds) == args.rounds for t in targets)
+        if args.capacity:
+            capacity(runner, targets, log)
+            summary_ok = summary_ok and all(len(t.capacity) == args.rounds for t in targets)
         if args.memory:
             for t in targets:  # a target that failed the throughput part may still do memory
                 t.server = None
@@ -940,7 +1127,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="print machine-readable results")
     part = p.add_mutually_exclusive_group()
     part.add_argument("--memory", action="store_true", help="memory part only")
-    part.add_argument("--no-memory", action="store_true", help="throughput part only")
+    part.add_argument("--no-memory", action="store_true", help="no memory part")
+    p.add_argument("--no-capacity", action="store_true", help="no capacity part")
+    p.add_argument("--capacity-clients", type=int, default=64, help="allocations loaded")
+    p.add_argument("--capacity-window", type=int, default=8, help="messages in flight each")
+    p.add_argument("--capacity-seconds", type=float, default=5.0, help="measured per round")
     p.add_argument("--memory-allocations", type=int, default=10000)
     p.add_argument("--sockets-per-ip", type=int, default=1000, help="sources 127.0.0.2, ...")
     p.add_argument("--memory-window", type=int, default=256, help="Allocates in flight")
@@ -959,7 +1150,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.no_pin:
         args.server_cpu = args.client_cpu = None
     args.throughput = not args.memory
+    args.capacity = args.throughput and not args.no_capacity
     args.memory = not args.no_memory
+    if not 1 <= args.capacity_window <= 64 or args.capacity_clients < 1:
+        p.error("--capacity-window must be 1-64 and --capacity-clients >= 1")
     if args.rounds < 1 or args.clients < 1 or args.messages < 1:
         p.error("--rounds, --clients and --messages must be >= 1")
     if args.memory_allocations > 250 * args.sockets_per_ip:
