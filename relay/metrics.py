@@ -140,6 +140,11 @@ def _turn_metrics(counters: TurnCounters) -> Iterator[Metric]:
         ("allocations", "TURN allocations now", counters.allocations),
         ("permissions", "TURN permissions now", counters.permissions),
         ("channels", "TURN channels now", counters.channels),
+        (
+            "routed_channels",
+            "TURN channels relayed by the C data plane now",
+            counters.routed_channels,
+        ),
     ):
         yield GaugeMetricFamily(f"natkit_turn_{name}", help_text, value=value)
 

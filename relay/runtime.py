@@ -221,6 +221,8 @@ class RelayRuntime:
             gauges.allocations = len(allocations)
             gauges.permissions = sum(len(a.permissions) for a in allocations)
             gauges.channels = sum(len(a.channels) for a in allocations)
+            routes = turn.allocations.routes
+            gauges.routed_channels = len(routes) if isinstance(routes, RouteTable) else 0
         return self.counters
 
     async def stop(self) -> None:

@@ -28,6 +28,7 @@ class TurnCounters:
     allocations: int = 0
     permissions: int = 0
     channels: int = 0
+    routed_channels: int = 0  # channels the C data plane relays (relay.turn.routes)
 
     def count_request(self, method: int) -> None:
         self.requests[method] = self.requests.get(method, 0) + 1
@@ -39,7 +40,7 @@ class TurnCounters:
         self.auth_failures[reason] = self.auth_failures.get(reason, 0) + 1
 
     def clear_gauges(self) -> None:
-        self.allocations = self.permissions = self.channels = 0
+        self.allocations = self.permissions = self.channels = self.routed_channels = 0
 
     def merge(self, other: TurnCounters) -> None:
         for f in fields(self):

@@ -68,14 +68,16 @@ class RawTurnClient:
         self.sock.close()
 
 
-async def metric(port: int, name: str, direction: str) -> int:
+async def metric(port: int, name: str, direction: str | None = None) -> int:
+    """A counter by direction, or (no direction) a gauge, from /metrics."""
     async with (
         aiohttp.ClientSession() as session,
         session.get(f"http://127.0.0.1:{port}/metrics") as response,
     ):
         text = await response.text()
-    found = re.search(rf'^{name}_total{{direction="{direction}"}} (\S+)$', text, re.M)
-    assert found, f"{name} {direction} not in /metrics"
+    series = f'{name}_total{{direction="{direction}"}}' if direction else name
+    found = re.search(rf"^{re.escape(series)} (\S+)$", text, re.M)
+    assert found, f"{series} not in /metrics"
     return int(float(found.group(1)))
 
 
@@ -88,12 +90,16 @@ async def relay_with_metrics(**extra: object) -> AsyncIterator[tuple[int, int]]:
 
 
 @pytest.mark.parametrize(
-    "extra",
-    [{"batch_io": True}, {"batch_io": True, "max_bps": 10**9}, {"batch_io": False}],
+    ("extra", "routed"),
+    [
+        ({"batch_io": True}, 1),
+        ({"batch_io": True, "max_bps": 10**9}, 0),
+        ({"batch_io": False}, 0),
+    ],
     ids=["data-plane", "core-metered", "event-loop"],
 )
 async def test_channel_data_both_ways_counted_and_stopped_by_delete(
-    extra: dict[str, object],
+    extra: dict[str, object], routed: int
 ) -> None:
     loop = asyncio.get_running_loop()
     async with relay_with_metrics(**extra) as (port, metrics_port):
@@ -125,6 +131,8 @@ async def test_channel_data_both_ways_counted_and_stopped_by_delete(
                 assert await client.receive() == struct.pack("!HH", CHANNEL, len(back)) + back
             assert await metric(metrics_port, "natkit_turn_relayed_packets", "to_peer") == rounds
             assert await metric(metrics_port, "natkit_turn_relayed_packets", "to_client") == rounds
+            # Which path carried it: the data plane's routes, or the core.
+            assert await metric(metrics_port, "natkit_turn_routed_channels") == routed
             expected_bytes = sum(len(b"to peer %d" % i) for i in range(rounds))
             assert await metric(metrics_port, "natkit_turn_relayed_bytes", "to_peer") == (
                 expected_bytes
@@ -140,6 +148,7 @@ async def test_channel_data_both_ways_counted_and_stopped_by_delete(
             with pytest.raises(TimeoutError):
                 await client.receive(0.3)
             assert await metric(metrics_port, "natkit_turn_relayed_packets", "to_peer") == rounds
+            assert await metric(metrics_port, "natkit_turn_routed_channels") == 0
         finally:
             client.close()
             peer.close()
