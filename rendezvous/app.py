@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from rendezvous import keys
-from rendezvous.api import health, swarms
+from rendezvous.api import health, swarms, tracker
 from rendezvous.api.errors import json_errors
 from rendezvous.challenges import Challenges
 from rendezvous.settings import RendezvousSettings
@@ -35,6 +35,7 @@ def create_app(
     app.cleanup_ctx.append(_store)
     app.router.add_routes(health.routes)
     app.router.add_routes(swarms.routes)
+    app.router.add_routes(tracker.routes)
     return app
 
 

@@ -35,6 +35,12 @@ class RendezvousSettings(BaseSettings):
     swarm_capacity: int = Field(
         default=100_000, ge=0, description="peers one swarm holds (0: unlimited)"
     )
+    announce_interval: int = Field(
+        default=1800, ge=10, description="BitTorrent re-announce interval (s)"
+    )
+    announce_min_interval: int = Field(
+        default=60, ge=1, description="BitTorrent minimum re-announce interval (s)"
+    )
     challenge_lifetime: int = Field(
         default=60, ge=5, le=3600, description="seconds a challenge can be signed"
     )

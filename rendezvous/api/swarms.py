@@ -26,6 +26,11 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
     return int(text)
 
 
+def store_swarm(swarm: str) -> str:
+    """The store's name of a /v1 swarm: its own namespace, apart from BitTorrent's."""
+    return "p:" + swarm
+
+
 def _peer_json(record: PeerRecord, now: float) -> dict[str, Any]:
     entry: dict[str, Any] = json.loads(record.data)
     entry["expires_in"] = max(0, round(record.expires - now))
@@ -71,7 +76,7 @@ async def join(request: web.Request) -> web.Response:
     data = json.dumps(record, separators=(",", ":")).encode()
     now = request.app[keys.CLOCK]()
     announced = await request.app[keys.STORE].announce(
-        swarm,
+        store_swarm(swarm),
         now=now,
         register=Registration(peer_id, data, float(ttl), body.seeder),
         capacity=settings.swarm_capacity,
@@ -92,7 +97,7 @@ async def leave(request: web.Request) -> web.Response:
     if signer != peer_id:
         raise ApiError(403, "forbidden", "a peer can only remove itself")
     now = request.app[keys.CLOCK]()
-    await request.app[keys.STORE].announce(swarm, now=now, leave=peer_id)
+    await request.app[keys.STORE].announce(store_swarm(swarm), now=now, leave=peer_id)
     return web.Response(status=204)
 
 
@@ -109,7 +114,7 @@ async def peers(request: web.Request) -> web.Response:
         if cookie and not cookie.isdigit():
             raise ApiError(400, "invalid", "cookie: pass back the cookie of the last answer")
         limit = _int_param(request, "limit", settings.default_numwant, 1, settings.max_numwant)
-        page = await store.page(swarm, cookie=cookie, limit=limit, now=now)
+        page = await store.page(store_swarm(swarm), cookie=cookie, limit=limit, now=now)
         return web.json_response(
             {"peers": [_peer_json(p, now) for p in page.peers], "cookie": page.cookie}
         )
@@ -117,7 +122,7 @@ async def peers(request: web.Request) -> web.Response:
     exclude = request.query.get("exclude")
     if exclude is not None:
         check_peer_id(exclude, "exclude")
-    announced = await store.announce(swarm, now=now, want=want, exclude=exclude)
+    announced = await store.announce(store_swarm(swarm), now=now, want=want, exclude=exclude)
     return web.json_response(
         {"peers": [_peer_json(p, now) for p in announced.peers], "total": announced.stats.peers}
     )
@@ -127,7 +132,7 @@ async def peers(request: web.Request) -> web.Response:
 async def stats(request: web.Request) -> web.Response:
     swarm = check_swarm(request.match_info["swarm"])
     now = request.app[keys.CLOCK]()
-    [found] = await request.app[keys.STORE].stats([swarm], now=now)
+    [found] = await request.app[keys.STORE].stats([store_swarm(swarm)], now=now)
     return web.json_response(
         {"swarm": swarm, "peers": found.peers, "seeders": found.seeders, "leechers": found.leechers}
     )
