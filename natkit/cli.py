@@ -20,6 +20,7 @@ from relay.turn.auth import rest_api_credentials
 from rendezvous.settings import RendezvousSettings
 
 LOCAL_RENDEZVOUS_PORT = 8470
+LOCAL_UDP_TRACKER_PORT = 6969
 
 
 class LocalRelaySettings(RelaySettings):
@@ -86,11 +87,17 @@ def _up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     settings = settings_from_args(LocalRelaySettings, args, parser)
     logs.configure(settings.log_level)
     rendezvous = RendezvousSettings(
-        host="127.0.0.1", port=args.rendezvous_port, store="memory", log_level=settings.log_level
+        host="127.0.0.1",
+        port=args.rendezvous_port,
+        store="memory",
+        udp_tracker=f"127.0.0.1:{args.udp_tracker_port}",
+        log_level=settings.log_level,
     )
     primary = settings.listen[0]
     print("natkit is up on this machine (Ctrl-C stops it):")
     print(f"  rendezvous http://127.0.0.1:{rendezvous.port}/v1  (memory store)")
+    print(f"  tracker    http://127.0.0.1:{rendezvous.port}/announce")
+    print(f"             udp://{rendezvous.udp_tracker}/announce")
     print(f"  STUN       stun:{primary}")
     for alt in settings.alt_listen:
         print(f"  STUN alt   stun:{alt}  (RFC 5780 NAT behaviour discovery)")
@@ -134,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=LOCAL_RENDEZVOUS_PORT,
         help=f"TCP port of the rendezvous server on 127.0.0.1 (default: {LOCAL_RENDEZVOUS_PORT})",
+    )
+    up.add_argument(
+        "--udp-tracker-port",
+        type=int,
+        default=LOCAL_UDP_TRACKER_PORT,
+        help=f"UDP port of the BitTorrent tracker on 127.0.0.1 (default: {LOCAL_UDP_TRACKER_PORT})",
     )
     up.set_defaults(handler=_up, sub=up)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import time
@@ -13,9 +14,11 @@ from aiohttp import web
 from rendezvous import keys
 from rendezvous.api import health, swarms, tracker
 from rendezvous.api.errors import json_errors
+from rendezvous.bittorrent.connection_ids import ConnectionIds
 from rendezvous.challenges import Challenges
 from rendezvous.settings import RendezvousSettings
 from rendezvous.store import open_store
+from rendezvous.udp_tracker import open_udp_tracker
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,11 @@ def create_app(
     if not settings.secret and settings.store != "memory":
         log.warning("no RENDEZVOUS_SECRET: challenges work on this instance only")
     app[keys.CHALLENGES] = Challenges(secret, settings.challenge_lifetime)
+    app[keys.CONNECTION_IDS] = ConnectionIds(
+        hashlib.sha256(b"natkit udp tracker\n" + secret).digest()
+    )
     app.cleanup_ctx.append(_store)
+    app.cleanup_ctx.append(_udp_tracker)
     app.router.add_routes(health.routes)
     app.router.add_routes(swarms.routes)
     app.router.add_routes(tracker.routes)
@@ -47,6 +54,29 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await store.close()
+
+
+async def _udp_tracker(app: web.Application) -> AsyncIterator[None]:
+    """The BEP 15 tracker on ``--udp-tracker HOST:PORT``, when configured."""
+    settings = app[keys.SETTINGS]
+    if not settings.udp_tracker:
+        yield
+        return
+    host, _, port = settings.udp_tracker.rpartition(":")
+    protocol = await open_udp_tracker(
+        host.strip("[]"),
+        int(port),
+        settings,
+        app[keys.CONNECTION_IDS],
+        app[keys.STORE],
+        app[keys.CLOCK],
+    )
+    app[keys.UDP_TRACKER] = protocol
+    log.info("udp tracker on %s", settings.udp_tracker)
+    try:
+        yield
+    finally:
+        await protocol.close()
 
 
 async def serve(

@@ -35,6 +35,10 @@ class RendezvousSettings(BaseSettings):
     swarm_capacity: int = Field(
         default=100_000, ge=0, description="peers one swarm holds (0: unlimited)"
     )
+    udp_tracker: str = Field(
+        default="",
+        description="HOST:PORT of the BitTorrent UDP tracker (BEP 15); empty: none",
+    )
     announce_interval: int = Field(
         default=1800, ge=10, description="BitTorrent re-announce interval (s)"
     )

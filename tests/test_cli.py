@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
+from rendezvous.bittorrent.udp import ConnectRequest, ConnectResponse, parse_response
 from tests.netutil import free_tcp_port, free_udp_port
 from tests.relay.relay_process import stun_roundtrip, wait_for_stun
 
@@ -86,7 +88,7 @@ def test_environment_sets_flags() -> None:
 def test_up_runs_the_stack_on_loopback() -> None:
     port = free_udp_port("127.0.0.1", also=("127.0.0.2",))
     alt = free_udp_port("127.0.0.1", also=("127.0.0.2",))
-    metrics, rendezvous = free_tcp_port(), free_tcp_port()
+    metrics, rendezvous, tracker = free_tcp_port(), free_tcp_port(), free_udp_port()
     process = subprocess.Popen(
         [
             sys.executable,
@@ -101,6 +103,8 @@ def test_up_runs_the_stack_on_loopback() -> None:
             f"127.0.0.1:{metrics}",
             "--rendezvous-port",
             str(rendezvous),
+            "--udp-tracker-port",
+            str(tracker),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -112,6 +116,12 @@ def test_up_runs_the_stack_on_loopback() -> None:
         assert response.attributes["OTHER-ADDRESS"] == ("127.0.0.2", alt)
         wait_for_http(f"http://127.0.0.1:{metrics}/livez")
         wait_for_http(f"http://127.0.0.1:{rendezvous}/readyz")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.settimeout(3)
+            udp.sendto(ConnectRequest(77).encode(), ("127.0.0.1", tracker))
+            reply = parse_response(udp.recv(100), ipv6=False)
+            assert isinstance(reply, ConnectResponse)
+            assert reply.transaction_id == 77
     finally:
         process.terminate()
         out, _ = process.communicate(timeout=10)
@@ -122,6 +132,7 @@ def test_up_runs_the_stack_on_loopback() -> None:
     assert f"turn:127.0.0.1:{port}" in out
     assert "password" in out
     assert f"rendezvous http://127.0.0.1:{rendezvous}/v1" in out
+    assert f"udp://127.0.0.1:{tracker}/announce" in out
 
 
 async def test_up_turn_works_with_the_printed_credentials() -> None:
@@ -142,6 +153,7 @@ async def test_up_turn_works_with_the_printed_credentials() -> None:
             *(sys.executable, "-m", "natkit", "up", "--listen", f"127.0.0.1:{port}"),
             *("--alt-listen", f"127.0.0.2:{alt}", "--metrics-listen", ""),
             *("--rendezvous-port", str(free_tcp_port())),
+            *("--udp-tracker-port", str(free_udp_port())),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

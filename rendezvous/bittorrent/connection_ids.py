@@ -8,9 +8,12 @@ Layout of the 64-bit id::
 
     bits 63..56  slot mod 256, where slot = floor(now / lifetime)
     bits 55..0   the first 7 bytes of HMAC-SHA256(secret,
-                     slot (8 bytes, signed) || port (2 bytes) || packed IP (4 or 16 bytes))
+                     slot (8 bytes, signed) || packed IP (4 or 16 bytes))
 
-(IPv4-mapped IPv6 addresses are packed as the IPv4 address they map.) The slot bits
+(IPv4-mapped IPv6 addresses are packed as the IPv4 address they map.) The id is bound to
+the client's IP, not its port: libtorrent shares one connection id among all its sockets
+(a process-wide cache per tracker), and a NAT may move a client to another source port
+between two packets; opentracker binds its ids to the IP alone too. The slot bits
 only select which slot to recompute; the full slot number is inside the MAC, so an id
 does not come back to life 256 slots later.
 
@@ -73,7 +76,7 @@ class ConnectionIds:
         return self._lifetime
 
     def issue(self, address: SocketAddress, now: float) -> int:
-        """The connection id for a client at ``address`` (its source ip and port)."""
+        """The connection id for a client at ``address`` (bound to its IP)."""
         slot = self._slot(now)
         return self._connection_id(slot, _pack_address(address))
 
@@ -106,7 +109,7 @@ class ConnectionIds:
 
 
 def _pack_address(address: SocketAddress) -> bytes:
-    """port (2 bytes) + packed IP; IPv4-mapped IPv6 addresses count as IPv4."""
+    """The packed IP (the port is checked, not bound); IPv4-mapped IPv6 count as IPv4."""
     host, port = address[0], address[1]
     try:
         ip = ipaddress.ip_address(host)
@@ -116,4 +119,4 @@ def _pack_address(address: SocketAddress) -> bytes:
         ip = ip.ipv4_mapped
     if not 0 <= port <= 0xFFFF:
         raise TrackerError(f"address port must be in 0..65535, got {port}")
-    return port.to_bytes(2, "big") + ip.packed
+    return ip.packed

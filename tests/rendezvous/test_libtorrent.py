@@ -1,5 +1,5 @@
 """A real BitTorrent client (libtorrent, written by others) announces to the rendezvous
-server's HTTP tracker, receives the other peer, and downloads a file from it - all on
+server's HTTP and UDP trackers, receives the other peer, and downloads a file from it - all on
 127.0.0.1, with DHT, local peer discovery, UPnP and NAT-PMP off."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from rendezvous import keys
 from rendezvous.app import create_app
 from rendezvous.settings import RendezvousSettings
 from tests.netutil import free_tcp_port
@@ -63,12 +64,21 @@ async def wait_for(check: Any, timeout: float, what: str) -> None:
         await asyncio.sleep(0.2)
 
 
-async def test_libtorrent_peers_find_each_other_and_download(tmp_path: Path) -> None:
-    client = TestClient(TestServer(create_app(RendezvousSettings(store="memory", secret="t"))))
+@pytest.mark.parametrize("transport", ["http", "udp"])
+async def test_libtorrent_peers_find_each_other_and_download(
+    tmp_path: Path, transport: str
+) -> None:
+    settings = RendezvousSettings(store="memory", secret="t", udp_tracker="127.0.0.1:0")
+    client = TestClient(TestServer(create_app(settings)))
     await client.start_server()
     seeder, leecher = session(free_tcp_port()), session(free_tcp_port())
     try:
-        tracker = f"http://127.0.0.1:{client.port}/announce"
+        if transport == "http":
+            tracker = f"http://127.0.0.1:{client.port}/announce"
+        else:
+            udp = client.app[keys.UDP_TRACKER].transport
+            assert udp is not None
+            tracker = f"udp://127.0.0.1:{udp.get_extra_info('sockname')[1]}/announce"
         (tmp_path / "seed").mkdir()
         (tmp_path / "leech").mkdir()
         content = tmp_path / "seed" / "data.bin"
