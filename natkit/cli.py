@@ -82,6 +82,7 @@ def _relay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from relay import app as relay_app
+    from relay.heartbeat import relay_uris
     from rendezvous import app as rendezvous_app
 
     settings = settings_from_args(LocalRelaySettings, args, parser)
@@ -91,11 +92,15 @@ def _up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         port=args.rendezvous_port,
         store="memory",
         udp_tracker=f"127.0.0.1:{args.udp_tracker_port}",
+        # The relay's REST secret: /v1/turn-credentials mints credentials for this relay.
+        turn_secret=settings.auth_secret[0] if settings.auth_secret else "",
+        turn_uris=relay_uris(settings),
         log_level=settings.log_level,
     )
     primary = settings.listen[0]
     print("natkit is up on this machine (Ctrl-C stops it):")
     print(f"  rendezvous http://127.0.0.1:{rendezvous.port}/v1  (memory store)")
+    print(f"  TURN creds http://127.0.0.1:{rendezvous.port}/v1/turn-credentials (signed)")
     print(f"  tracker    http://127.0.0.1:{rendezvous.port}/announce")
     print(f"             udp://{rendezvous.udp_tracker}/announce")
     print(f"  STUN       stun:{primary}")

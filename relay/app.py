@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from relay.eventloop import loop_factory
+from relay.heartbeat import heartbeats
 from relay.metrics import RelayCollector, create_metrics_app
 from relay.runtime import RelayCounters, RelayRuntime
 from relay.server.listeners import Listener, plan_listeners
@@ -84,8 +85,15 @@ async def serve(
             log.info("relay ready: %d worker(s)", settings.workers)
             if ready is not None:
                 ready.set()
+            beating = (
+                asyncio.create_task(heartbeats(settings, server.totals, stop))
+                if settings.rendezvous_url
+                else None
+            )
             await stop.wait()
             log.info("relay stopping")
+            if beating is not None:
+                await beating
         finally:
             await server.stop()
     finally:

@@ -130,6 +130,21 @@ class RelaySettings(BaseSettings):
         "address while binding PRIVATE (default PRIVATE: the --relay-ip of that family); "
         "one per address family",
     )
+    # --- Relay directory: heartbeats to the rendezvous server ---
+    rendezvous_url: str = Field(
+        default="",
+        description="rendezvous server to heartbeat into (e.g. http://rdv:8470); needs "
+        "--auth-secret, the secret the rendezvous mints TURN credentials with",
+    )
+    region: str = Field(default="", max_length=64, description="region this relay serves")
+    public_host: str = Field(
+        default="",
+        description="host name or IP clients reach this relay at, for the TURN URIs it "
+        "advertises (default: --external-ip, else the --listen address)",
+    )
+    heartbeat_interval: float = Field(
+        default=10.0, gt=0, le=300, description="seconds between heartbeats"
+    )
     max_bps: int = Field(
         default=0,
         ge=0,

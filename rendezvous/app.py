@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from rendezvous import keys
-from rendezvous.api import health, swarms, tracker
+from rendezvous.api import health, relays, swarms, tracker
 from rendezvous.api.errors import json_errors
 from rendezvous.bittorrent.connection_ids import ConnectionIds
 from rendezvous.challenges import Challenges
@@ -43,6 +43,7 @@ def create_app(
     app.router.add_routes(health.routes)
     app.router.add_routes(swarms.routes)
     app.router.add_routes(tracker.routes)
+    app.router.add_routes(relays.routes)
     return app
 
 

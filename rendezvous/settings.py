@@ -35,6 +35,18 @@ class RendezvousSettings(BaseSettings):
     swarm_capacity: int = Field(
         default=100_000, ge=0, description="peers one swarm holds (0: unlimited)"
     )
+    turn_secret: str = Field(
+        default="",
+        description="TURN REST API secret shared with the relays (their --auth-secret): "
+        "mints /v1/turn-credentials and checks relay heartbeats",
+    )
+    turn_uris: list[str] = Field(
+        default_factory=list,
+        description="TURN URIs to hand out when no relay heartbeats (e.g. a coturn fleet)",
+    )
+    turn_ttl: int = Field(
+        default=86400, ge=60, le=7 * 86400, description="lifetime of TURN credentials (s)"
+    )
     udp_tracker: str = Field(
         default="",
         description="HOST:PORT of the BitTorrent UDP tracker (BEP 15); empty: none",

@@ -9,6 +9,8 @@ import sys
 import time
 import urllib.request
 
+import pytest
+
 from rendezvous.bittorrent.udp import ConnectRequest, ConnectResponse, parse_response
 from tests.netutil import free_tcp_port, free_udp_port
 from tests.relay.relay_process import stun_roundtrip, wait_for_stun
@@ -116,6 +118,12 @@ def test_up_runs_the_stack_on_loopback() -> None:
         assert response.attributes["OTHER-ADDRESS"] == ("127.0.0.2", alt)
         wait_for_http(f"http://127.0.0.1:{metrics}/livez")
         wait_for_http(f"http://127.0.0.1:{rendezvous}/readyz")
+        # The relay's secret is shared: credentials are refused for want of a signature,
+        # not for want of a secret (that would be 503).
+        credentials = f"http://127.0.0.1:{rendezvous}/v1/turn-credentials"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(credentials, timeout=2)
+        assert refused.value.code == 401
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             udp.settimeout(3)
             udp.sendto(ConnectRequest(77).encode(), ("127.0.0.1", tracker))

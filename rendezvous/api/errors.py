@@ -25,7 +25,8 @@ def error_response(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
-def _validation_message(exc: ValidationError) -> str:
+def validation_message(exc: ValidationError) -> str:
+    """The first problem of a pydantic error, with where it is: ``field.sub: message``."""
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "body"
     return f"{where}: {first['msg']}"
@@ -38,7 +39,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message)
     except ValidationError as exc:
-        return error_response(400, "invalid", _validation_message(exc))
+        return error_response(400, "invalid", validation_message(exc))
     except StoreError as exc:
         log.warning("store unavailable: %s", exc)
         return error_response(503, "store_unavailable", "the peer store is unavailable")
