@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 SIGNING_CONTEXT = b"natkit-rendezvous-v1"
+# What a peer signs, after the server's challenge, to open a signaling WebSocket.
+WEBSOCKET_HELLO = b"websocket-hello"
 PEER_ID_LENGTH = 32
 
 

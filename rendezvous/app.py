@@ -12,11 +12,13 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from rendezvous import keys
-from rendezvous.api import health, relays, swarms, tracker
+from rendezvous.api import health, relays, swarms, tracker, ws
 from rendezvous.api.errors import json_errors
 from rendezvous.bittorrent.connection_ids import ConnectionIds
 from rendezvous.challenges import Challenges
 from rendezvous.settings import RendezvousSettings
+from rendezvous.signaling.bus import open_bus
+from rendezvous.signaling.hub import Hub
 from rendezvous.store import open_store
 from rendezvous.udp_tracker import open_udp_tracker
 
@@ -40,10 +42,13 @@ def create_app(
     )
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_udp_tracker)
+    app.cleanup_ctx.append(_signaling)
+    app.on_shutdown.append(_close_websockets)
     app.router.add_routes(health.routes)
     app.router.add_routes(swarms.routes)
     app.router.add_routes(tracker.routes)
     app.router.add_routes(relays.routes)
+    app.router.add_routes(ws.routes)
     return app
 
 
@@ -55,6 +60,21 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await store.close()
+
+
+async def _signaling(app: web.Application) -> AsyncIterator[None]:
+    hub = Hub(open_bus(app[keys.SETTINGS].store))
+    await hub.start()
+    app[keys.HUB] = hub
+    try:
+        yield
+    finally:
+        await hub.bus.close()
+
+
+async def _close_websockets(app: web.Application) -> None:
+    """On shutdown every signaling socket is closed with 1001 (going away)."""
+    await app[keys.HUB].close_all()
 
 
 async def _udp_tracker(app: web.Application) -> AsyncIterator[None]:

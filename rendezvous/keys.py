@@ -9,12 +9,14 @@ from aiohttp import web
 from rendezvous.bittorrent.connection_ids import ConnectionIds
 from rendezvous.challenges import Challenges
 from rendezvous.settings import RendezvousSettings
+from rendezvous.signaling.hub import Hub
 from rendezvous.store import Store
 from rendezvous.udp_tracker import UdpTrackerProtocol
 
 SETTINGS = web.AppKey("settings", RendezvousSettings)
 STORE = web.AppKey("store", Store)
 CHALLENGES = web.AppKey("challenges", Challenges)
+HUB = web.AppKey("hub", Hub)  # this instance's signaling sockets
 CONNECTION_IDS = web.AppKey("connection_ids", ConnectionIds)  # BEP 15, stateless
 UDP_TRACKER = web.AppKey("udp_tracker", UdpTrackerProtocol)  # when --udp-tracker is set
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")  # Unix time, as every TTL

@@ -47,6 +47,12 @@ class RendezvousSettings(BaseSettings):
     turn_ttl: int = Field(
         default=86400, ge=60, le=7 * 86400, description="lifetime of TURN credentials (s)"
     )
+    signal_queue: int = Field(
+        default=256,
+        ge=1,
+        le=65536,
+        description="messages waiting for one slow WebSocket reader before it is closed",
+    )
     udp_tracker: str = Field(
         default="",
         description="HOST:PORT of the BitTorrent UDP tracker (BEP 15); empty: none",

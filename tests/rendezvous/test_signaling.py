@@ -1,0 +1,181 @@
+"""WebSocket signaling on real servers: two instances on one real Redis, where a peer on
+one signals a peer on the other; an unreachable target gets an error back; bad hellos,
+oversized signals, replaced sockets, slow readers and shutdown each get their answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from client_sdk.identity import WEBSOCKET_HELLO, Identity, b64encode
+from rendezvous import keys
+from rendezvous.app import create_app
+from rendezvous.settings import RendezvousSettings
+
+WS = aiohttp.ClientWebSocketResponse
+
+
+async def started(store: str, **extra: Any) -> TestClient[Any, Any]:
+    client = TestClient(
+        TestServer(create_app(RendezvousSettings(store=store, secret="s", **extra)))
+    )
+    await client.start_server()
+    return client
+
+
+@pytest.fixture
+async def two_instances(redis_url: str) -> AsyncIterator[tuple[TestClient[Any, Any], ...]]:
+    first, second = await started(redis_url), await started(redis_url)
+    try:
+        yield first, second
+    finally:
+        await first.close()
+        await second.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def instance(request: pytest.FixtureRequest) -> AsyncIterator[TestClient[Any, Any]]:
+    store = "memory" if request.param == "memory" else request.getfixturevalue("redis_url")
+    client = await started(store)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def receive(ws: WS) -> dict[str, Any]:
+    message = await asyncio.wait_for(ws.receive(), 5)
+    assert message.type == aiohttp.WSMsgType.TEXT, message
+    decoded: dict[str, Any] = json.loads(message.data)
+    return decoded
+
+
+async def connect(client: TestClient[Any, Any], identity: Identity) -> WS:
+    ws = await client.ws_connect("/v1/ws")
+    challenge = await receive(ws)
+    assert challenge["type"] == "challenge"
+    signature = identity.sign(challenge["challenge"].encode(), WEBSOCKET_HELLO)
+    hello = {
+        "type": "hello",
+        "public_key": b64encode(identity.public_key),
+        "signature": b64encode(signature),
+    }
+    await ws.send_json(hello)
+    assert await receive(ws) == {"type": "welcome", "peer_id": identity.peer_id}
+    return ws
+
+
+async def test_signals_cross_instances(two_instances: tuple[TestClient[Any, Any], ...]) -> None:
+    first, second = two_instances
+    alice, bob = Identity.generate(), Identity.generate()
+    to_alice, to_bob = await connect(first, alice), await connect(second, bob)
+    offer = {"sdp": "v=0...", "candidates": [{"ip": "203.0.113.5", "port": 5000}]}
+    await to_alice.send_json({"type": "signal", "to": bob.peer_id, "id": "1", "data": offer})
+    got = await receive(to_bob)
+    assert got == {"type": "signal", "from": alice.peer_id, "id": "1", "data": offer}
+    await to_bob.send_json({"type": "signal", "to": alice.peer_id, "data": {"answer": True}})
+    back = await receive(to_alice)
+    assert back == {"type": "signal", "from": bob.peer_id, "id": None, "data": {"answer": True}}
+    # Once bob leaves, signalling him is an explicit error, not silence.
+    await to_bob.close()
+    await asyncio.sleep(0.2)
+    await to_alice.send_json({"type": "signal", "to": bob.peer_id, "id": "2", "data": 1})
+    error = await receive(to_alice)
+    assert (error["code"], error["to"], error["id"]) == ("unreachable", bob.peer_id, "2")
+    await to_alice.close()
+
+
+async def test_unknown_target_and_bad_messages(instance: TestClient[Any, Any]) -> None:
+    alice = Identity.generate()
+    ws = await connect(instance, alice)
+    await ws.send_json({"type": "signal", "to": Identity.generate().peer_id, "data": "hi"})
+    assert (await receive(ws))["code"] == "unreachable"
+    for bad, text in (
+        ({"type": "signal", "to": "nobody", "data": 1}, "to"),
+        ({"type": "signal", "to": alice.peer_id, "data": "x" * 20000}, "at most 16384"),
+        ({"type": "shout"}, "type"),
+        ({"type": "hello", "public_key": "", "signature": ""}, "already authenticated"),
+    ):
+        await ws.send_json(bad)
+        error = await receive(ws)
+        assert error["code"] == "invalid"
+        assert text in error["message"]
+    await ws.send_str("{not json")
+    assert (await receive(ws))["code"] == "invalid"
+    # Still connected and working: a signal to oneself comes back.
+    await ws.send_json({"type": "signal", "to": alice.peer_id, "data": "echo"})
+    assert (await receive(ws))["data"] == "echo"
+    await ws.close()
+
+
+@pytest.mark.parametrize("mistake", ["wrong key", "not a hello", "garbage"])
+async def test_bad_hello_is_refused_with_4401(instance: TestClient[Any, Any], mistake: str) -> None:
+    ws = await instance.ws_connect("/v1/ws")
+    challenge = (await receive(ws))["challenge"]
+    alice, mallory = Identity.generate(), Identity.generate()
+    if mistake == "wrong key":
+        signature = mallory.sign(challenge.encode(), WEBSOCKET_HELLO)
+        await ws.send_json(
+            {
+                "type": "hello",
+                "public_key": b64encode(alice.public_key),
+                "signature": b64encode(signature),
+            }
+        )
+    elif mistake == "not a hello":
+        await ws.send_json({"type": "signal", "to": alice.peer_id, "data": 1})
+    else:
+        await ws.send_str("garbage")
+    assert (await receive(ws))["code"] == "unauthenticated"
+    closed = await asyncio.wait_for(ws.receive(), 5)
+    assert closed.type == aiohttp.WSMsgType.CLOSE
+    assert closed.data == 4401
+
+
+async def test_a_second_socket_replaces_the_first(instance: TestClient[Any, Any]) -> None:
+    alice = Identity.generate()
+    old = await connect(instance, alice)
+    new = await connect(instance, alice)
+    closed = await asyncio.wait_for(old.receive(), 5)
+    assert closed.type == aiohttp.WSMsgType.CLOSE
+    assert closed.data == 4000  # the close frame's code
+    await new.send_json({"type": "signal", "to": alice.peer_id, "data": "still me"})
+    assert (await receive(new))["data"] == "still me"
+    await new.close()
+
+
+async def test_a_slow_reader_is_closed() -> None:
+    client = await started("memory", signal_queue=4)
+    try:
+        fast, slow = Identity.generate(), Identity.generate()
+        sender = await connect(client, fast)
+        await connect(client, slow)  # never reads again
+        blob = "x" * 15000
+        hub = client.app[keys.HUB]
+        for _ in range(2000):  # up to ~30 MB: past every socket buffer, into the queue
+            if slow.peer_id not in hub.local:
+                break
+            await sender.send_json({"type": "signal", "to": slow.peer_id, "data": blob})
+        for _ in range(100):
+            if slow.peer_id not in hub.local:
+                break
+            await asyncio.sleep(0.05)
+        assert slow.peer_id not in hub.local
+    finally:
+        await client.close()
+
+
+async def test_shutdown_closes_sockets_going_away() -> None:
+    client = await started("memory")
+    ws = await connect(client, Identity.generate())
+    await client.server.close()  # runs the app's shutdown
+    closed = await asyncio.wait_for(ws.receive(), 5)
+    assert closed.type == aiohttp.WSMsgType.CLOSE
+    assert closed.data == 1001
+    await client.close()
