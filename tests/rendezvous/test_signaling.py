@@ -179,3 +179,20 @@ async def test_shutdown_closes_sockets_going_away() -> None:
     assert closed.type == aiohttp.WSMsgType.CLOSE
     assert closed.data == 1001
     await client.close()
+
+
+async def test_signals_cross_instances_on_a_redis_cluster(redis_cluster_url: str) -> None:
+    url = redis_cluster_url.replace("redis://", "redis+cluster://")
+    first, second = await started(url), await started(url)
+    try:
+        alice, bob = Identity.generate(), Identity.generate()
+        to_alice, to_bob = await connect(first, alice), await connect(second, bob)
+        await to_alice.send_json({"type": "signal", "to": bob.peer_id, "data": "via cluster"})
+        assert (await receive(to_bob))["data"] == "via cluster"
+        await to_alice.send_json({"type": "signal", "to": Identity.generate().peer_id, "data": 0})
+        assert (await receive(to_alice))["code"] == "unreachable"
+        await to_alice.close()
+        await to_bob.close()
+    finally:
+        await first.close()
+        await second.close()
