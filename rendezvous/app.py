@@ -16,6 +16,7 @@ from rendezvous.api import health, relays, swarms, tracker, ws
 from rendezvous.api.errors import json_errors
 from rendezvous.bittorrent.connection_ids import ConnectionIds
 from rendezvous.challenges import Challenges
+from rendezvous.metrics import RendezvousMetrics
 from rendezvous.settings import RendezvousSettings
 from rendezvous.signaling.bus import open_bus
 from rendezvous.signaling.hub import Hub
@@ -30,7 +31,11 @@ MAX_BODY = 16 * 1024  # every JSON body is small; the models cap each field furt
 def create_app(
     settings: RendezvousSettings, *, clock: Callable[[], float] = time.time
 ) -> web.Application:
-    app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
+    metrics = RendezvousMetrics()
+    # Metrics outermost: they see the status json_errors turned an exception into.
+    app = web.Application(middlewares=[metrics.middleware(), json_errors], client_max_size=MAX_BODY)
+    app[keys.METRICS] = metrics
+    app.router.add_get("/metrics", metrics.handler)
     app[keys.SETTINGS] = settings
     app[keys.CLOCK] = clock
     secret = settings.secret.encode() if settings.secret else os.urandom(32)
@@ -66,6 +71,7 @@ async def _signaling(app: web.Application) -> AsyncIterator[None]:
     hub = Hub(open_bus(app[keys.SETTINGS].store))
     await hub.start()
     app[keys.HUB] = hub
+    app[keys.METRICS].sockets.set_function(lambda: len(hub.local))
     try:
         yield
     finally:

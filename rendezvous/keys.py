@@ -8,6 +8,7 @@ from aiohttp import web
 
 from rendezvous.bittorrent.connection_ids import ConnectionIds
 from rendezvous.challenges import Challenges
+from rendezvous.metrics import RendezvousMetrics
 from rendezvous.settings import RendezvousSettings
 from rendezvous.signaling.hub import Hub
 from rendezvous.store import Store
@@ -16,6 +17,7 @@ from rendezvous.udp_tracker import UdpTrackerProtocol
 SETTINGS = web.AppKey("settings", RendezvousSettings)
 STORE = web.AppKey("store", Store)
 CHALLENGES = web.AppKey("challenges", Challenges)
+METRICS = web.AppKey("metrics", RendezvousMetrics)
 HUB = web.AppKey("hub", Hub)  # this instance's signaling sockets
 CONNECTION_IDS = web.AppKey("connection_ids", ConnectionIds)  # BEP 15, stateless
 UDP_TRACKER = web.AppKey("udp_tracker", UdpTrackerProtocol)  # when --udp-tracker is set

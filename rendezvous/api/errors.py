@@ -8,6 +8,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
+from rendezvous import keys
 from rendezvous.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(400, "invalid", validation_message(exc))
     except StoreError as exc:
         log.warning("store unavailable: %s", exc)
+        request.app[keys.METRICS].store_errors.inc()
         return error_response(503, "store_unavailable", "the peer store is unavailable")
     except web.HTTPException as exc:
         if exc.status < 400:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from aiohttp import WSMsgType, web
+from prometheus_client import Counter
 from pydantic import ValidationError
 
 from client_sdk.identity import WEBSOCKET_HELLO, IdentityError, b64decode, peer_id_of, verify
@@ -64,6 +65,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         await ws.close(code=UNAUTHENTICATED, message=b"unauthenticated")
         return ws
     hub = request.app[keys.HUB]
+    signals = request.app[keys.METRICS].signals
     connection = Connection(ws, peer_id, request.app[keys.SETTINGS].signal_queue)
     try:
         await hub.register(connection)
@@ -71,7 +73,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         async for message in ws:
             if message.type != WSMsgType.TEXT:
                 continue  # binary frames carry nothing in this protocol
-            await _relay(hub, connection, message.data)
+            await _relay(hub, signals, connection, message.data)
     except StoreError:
         connection.push(protocol.error("unavailable", "signaling is unavailable"))
     finally:
@@ -80,7 +82,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def _relay(hub: Hub, connection: Connection, text: str) -> None:
+async def _relay(hub: Hub, signals: Counter, connection: Connection, text: str) -> None:
     try:
         message = protocol.ClientMessage.validate_json(text)
     except ValidationError as exc:
@@ -89,7 +91,9 @@ async def _relay(hub: Hub, connection: Connection, text: str) -> None:
     if not isinstance(message, protocol.Signal):
         connection.push(protocol.error("invalid", "already authenticated"))
         return
-    if not await hub.send(message.to, protocol.signal(connection.peer_id, message)):
+    delivered = await hub.send(message.to, protocol.signal(connection.peer_id, message))
+    signals.labels("relayed" if delivered else "unreachable").inc()
+    if not delivered:
         connection.push(
             protocol.error(
                 "unreachable", f"{message.to} is not connected", to=message.to, id=message.id
