@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from rendezvous import keys
-from rendezvous.api import health, relays, swarms, tracker, ws
+from rendezvous.api import health, openapi, relays, swarms, tracker, ws
 from rendezvous.api.errors import json_errors
 from rendezvous.bittorrent.connection_ids import ConnectionIds
 from rendezvous.challenges import Challenges
@@ -54,6 +54,7 @@ def create_app(
     app.router.add_routes(tracker.routes)
     app.router.add_routes(relays.routes)
     app.router.add_routes(ws.routes)
+    app.router.add_routes(openapi.routes)
     return app
 
 
