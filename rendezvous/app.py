@@ -14,6 +14,7 @@ from aiohttp import web
 from rendezvous import keys
 from rendezvous.api import health, openapi, relays, swarms, tracker, ws
 from rendezvous.api.errors import json_errors
+from rendezvous.api.limits import rate_limit
 from rendezvous.bittorrent.connection_ids import ConnectionIds
 from rendezvous.challenges import Challenges
 from rendezvous.metrics import RendezvousMetrics
@@ -33,7 +34,9 @@ def create_app(
 ) -> web.Application:
     metrics = RendezvousMetrics()
     # Metrics outermost: they see the status json_errors turned an exception into.
-    app = web.Application(middlewares=[metrics.middleware(), json_errors], client_max_size=MAX_BODY)
+    app = web.Application(
+        middlewares=[metrics.middleware(), json_errors, rate_limit], client_max_size=MAX_BODY
+    )
     app[keys.METRICS] = metrics
     app.router.add_get("/metrics", metrics.handler)
     app[keys.SETTINGS] = settings

@@ -63,6 +63,16 @@ class RendezvousSettings(BaseSettings):
     announce_min_interval: int = Field(
         default=60, ge=1, description="BitTorrent minimum re-announce interval (s)"
     )
+    rate_limit: float = Field(
+        default=50.0, ge=0, description="requests per second per client IP (0: no limit)"
+    )
+    rate_burst: float = Field(default=100.0, ge=1, description="requests a client IP may burst")
+    peers_per_ip: int = Field(
+        default=32, ge=1, description="peer identities registered from one IP at a time"
+    )
+    peers_per_network: int = Field(
+        default=1024, ge=1, description="peer identities registered from one /24 or /64"
+    )
     challenge_lifetime: int = Field(
         default=60, ge=5, le=3600, description="seconds a challenge can be signed"
     )

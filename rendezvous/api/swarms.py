@@ -11,6 +11,7 @@ from client_sdk.identity import b64encode
 from rendezvous import keys
 from rendezvous.api.auth import signed_peer
 from rendezvous.api.errors import ApiError
+from rendezvous.api.limits import admit
 from rendezvous.api.models import JoinBody, check_peer_id, check_swarm
 from rendezvous.store import PeerRecord, Registration
 
@@ -66,6 +67,7 @@ async def join(request: web.Request) -> web.Response:
         raise ApiError(
             400, "invalid", f"ttl: from {settings.min_ttl} to {settings.max_ttl} seconds"
         )
+    await admit(request, peer_id, float(ttl))
     record = {
         "peer_id": peer_id,
         "public_key": b64encode(public_key),

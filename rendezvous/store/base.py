@@ -108,6 +108,23 @@ class Store(Protocol):
         second up to ``burst``); ``False`` when the caller is over its limit."""
         ...
 
+    async def admit(
+        self,
+        network: str,
+        ip: str,
+        member: str,
+        *,
+        per_ip: int,
+        per_network: int,
+        ttl: float,
+        now: float,
+    ) -> bool:
+        """Registration caps against Sybil floods: admit (or refresh) ``member`` from ``ip``
+        in ``network`` (its /24 or /64) until ``now + ttl`` unless that would put more than
+        ``per_ip`` live members on the IP or ``per_network`` on the network. Atomic: a
+        refusal writes nothing."""
+        ...
+
     async def heartbeat_relay(self, relay_id: str, data: bytes, *, ttl: float, now: float) -> None:
         """A relay announces itself (address, region, load) until ``now + ttl``."""
         ...

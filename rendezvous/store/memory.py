@@ -103,6 +103,8 @@ class MemoryStore:
         self._swarms: dict[str, _Swarm] = {}
         self._buckets: dict[str, tuple[float, float]] = {}  # bucket -> (tokens, updated)
         self._relays: dict[str, tuple[bytes, float]] = {}
+        # network -> member -> (ip, expiry): registration caps per IP and per /24 or /64
+        self._admitted: dict[str, dict[str, tuple[str, float]]] = {}
 
     def _live(self, swarm: str, now: float) -> _Swarm | None:
         state = self._swarms.get(swarm)
@@ -192,6 +194,29 @@ class MemoryStore:
         refill = burst / rate if rate > 0 else float("inf")
         for name in [n for n, (_, t) in self._buckets.items() if now - t >= refill]:
             del self._buckets[name]
+
+    async def admit(
+        self,
+        network: str,
+        ip: str,
+        member: str,
+        *,
+        per_ip: int,
+        per_network: int,
+        ttl: float,
+        now: float,
+    ) -> bool:
+        members = self._admitted.setdefault(network, {})
+        for name in [m for m, (_, expires) in members.items() if expires <= now]:
+            del members[name]
+        if member not in members:
+            on_ip = sum(1 for member_ip, _ in members.values() if member_ip == ip)
+            if on_ip >= per_ip or len(members) >= per_network:
+                if not members:
+                    del self._admitted[network]
+                return False
+        members[member] = (ip, now + ttl)
+        return True
 
     async def heartbeat_relay(self, relay_id: str, data: bytes, *, ttl: float, now: float) -> None:
         self._relays[relay_id] = (data, now + ttl)

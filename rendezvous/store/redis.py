@@ -74,6 +74,7 @@ class RedisStore:
         self._page = self._client.register_script(redis_scripts.PAGE)
         self._take = self._client.register_script(redis_scripts.TAKE)
         self._relays = self._client.register_script(redis_scripts.RELAYS)
+        self._admit = self._client.register_script(redis_scripts.ADMIT)
 
     async def _call(
         self, script: Callable[..., Awaitable[Any]], keys: list[str], args: list[Any]
@@ -144,6 +145,22 @@ class RedisStore:
         key = f"{PREFIX}{{b:{bucket}}}"
         args = [repr(rate), repr(burst), repr(now), repr(cost), keep_ms]
         return bool(await self._call(self._take, [key], args))
+
+    async def admit(
+        self,
+        network: str,
+        ip: str,
+        member: str,
+        *,
+        per_ip: int,
+        per_network: int,
+        ttl: float,
+        now: float,
+    ) -> bool:
+        tag = f"{PREFIX}{{n:{network}}}"
+        args = [repr(now), ip, member, str(per_ip), str(per_network), repr(now + ttl)]
+        args.append(str(int(ttl * 1000) + 1000))
+        return bool(await self._call(self._admit, [f"{tag}:net", f"{tag}:ips"], args))
 
     async def heartbeat_relay(self, relay_id: str, data: bytes, *, ttl: float, now: float) -> None:
         keys = [f"{_RELAYS_TAG}:exp", f"{_RELAYS_TAG}:data"]

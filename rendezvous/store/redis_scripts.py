@@ -116,6 +116,32 @@ end
 return out
 """
 
+# KEYS: net (zset member -> expiry), ips (hash member -> ip) -- one network's hash tag
+# ARGV: now, ip, member, per_ip, per_network, expiry, keep_ms ; Returns 1 admitted / 0
+ADMIT = """
+local net, ips = KEYS[1], KEYS[2]
+local now = ARGV[1]
+local gone = redis.call('ZRANGEBYSCORE', net, '-inf', now)
+if #gone > 0 then
+  redis.call('ZREM', net, unpack(gone))
+  redis.call('HDEL', ips, unpack(gone))
+end
+local member, ip = ARGV[3], ARGV[2]
+if not redis.call('ZSCORE', net, member) then
+  if redis.call('ZCARD', net) >= tonumber(ARGV[5]) then return 0 end
+  local on_ip = 0
+  for _, other in ipairs(redis.call('HVALS', ips)) do
+    if other == ip then on_ip = on_ip + 1 end
+  end
+  if on_ip >= tonumber(ARGV[4]) then return 0 end
+end
+redis.call('ZADD', net, ARGV[6], member)
+redis.call('HSET', ips, member, ip)
+redis.call('PEXPIRE', net, ARGV[7])
+redis.call('PEXPIRE', ips, ARGV[7])
+return 1
+"""
+
 # KEYS: bucket ; ARGV: rate, burst, now, cost, keep_ms ; Returns 1 (allowed) or 0
 TAKE = """
 local rate, burst, now, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),

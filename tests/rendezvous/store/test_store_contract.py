@@ -204,3 +204,24 @@ async def test_unreachable_redis_is_a_store_error(redis_server: RedisServer) -> 
 def test_open_store_rejects_unknown_urls() -> None:
     with pytest.raises(ValueError, match="expected memory"):
         open_store("mysql://x")
+
+
+async def test_registration_caps_per_ip_and_network(store: Store) -> None:
+    net = "203.0.113.0/24"
+
+    async def admit(ip: str, member: str, now: float = T0) -> bool:
+        return await store.admit(net, ip, member, per_ip=2, per_network=3, ttl=60, now=now)
+
+    assert await admit("203.0.113.1", "a")
+    assert await admit("203.0.113.1", "b")
+    assert not await admit("203.0.113.1", "c")  # a third from one IP
+    assert await admit("203.0.113.1", "a")  # a refresh always passes
+    assert await admit("203.0.113.2", "c")
+    assert not await admit("203.0.113.3", "d")  # a fourth in the /24
+    assert await store.admit(
+        "198.51.100.0/24", "198.51.100.1", "d", per_ip=2, per_network=3, ttl=60, now=T0
+    )
+    # Refused attempts wrote nothing; expiry frees the places.
+    assert not await admit("203.0.113.3", "d", T0 + 59)
+    assert await admit("203.0.113.3", "d", T0 + 60)
+    assert await admit("203.0.113.1", "e", T0 + 60)
