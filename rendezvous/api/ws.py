@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from aiohttp import WSMsgType, web
@@ -11,7 +12,7 @@ from pydantic import ValidationError
 from client_sdk.identity import WEBSOCKET_HELLO, IdentityError, b64decode, peer_id_of, verify
 from rendezvous import keys
 from rendezvous.api.errors import validation_message
-from rendezvous.signaling import protocol
+from rendezvous.signaling import protocol, punch
 from rendezvous.signaling.hub import Connection, Hub
 from rendezvous.store import StoreError
 
@@ -20,6 +21,7 @@ routes = web.RouteTableDef()
 HELLO_TIMEOUT = 10.0
 HEARTBEAT = 20.0  # ping interval; a peer that stops answering is closed
 UNAUTHENTICATED = 4401
+PING_INTERVAL = 10.0  # application-level ping: the round trip punching needs
 
 
 async def _hello(ws: web.WebSocketResponse, request: web.Request) -> tuple[str, str] | None:
@@ -67,9 +69,11 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     hub = request.app[keys.HUB]
     signals = request.app[keys.METRICS].signals
     connection = Connection(ws, peer_id, request.app[keys.SETTINGS].signal_queue)
+    pinging: asyncio.Task[None] | None = None
     try:
         await hub.register(connection)
         connection.push(json.dumps({"type": "welcome", "peer_id": peer_id}))
+        pinging = asyncio.create_task(_pings(connection))
         async for message in ws:
             if message.type != WSMsgType.TEXT:
                 continue  # binary frames carry nothing in this protocol
@@ -77,9 +81,18 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     except StoreError:
         connection.push(protocol.error("unavailable", "signaling is unavailable"))
     finally:
+        if pinging is not None:
+            pinging.cancel()
         await hub.unregister(connection)
         await connection.stop()
     return ws
+
+
+async def _pings(connection: Connection) -> None:
+    """Measure the socket's round trip now and every ``PING_INTERVAL`` (for punching)."""
+    while True:
+        connection.ping()
+        await asyncio.sleep(PING_INTERVAL)
 
 
 async def _relay(hub: Hub, signals: Counter, connection: Connection, text: str) -> None:
@@ -88,14 +101,33 @@ async def _relay(hub: Hub, signals: Counter, connection: Connection, text: str) 
     except ValidationError as exc:
         connection.push(protocol.error("invalid", validation_message(exc)))
         return
-    if not isinstance(message, protocol.Signal):
+    rtt = connection.rtt_ms if connection.rtt_ms is not None else punch.DEFAULT_RTT_MS
+    if isinstance(message, protocol.Pong):
+        connection.pong(message.nonce)
+        return
+    if isinstance(message, protocol.Signal):
+        to, message_id, payload = (
+            message.to,
+            message.id,
+            protocol.signal(connection.peer_id, message),
+        )
+    elif isinstance(message, protocol.Punch):
+        to, message_id, payload = (
+            message.to,
+            message.id,
+            punch.request(connection.peer_id, message, rtt),
+        )
+    elif isinstance(message, protocol.PunchAccept):
+        for_initiator, for_self = punch.go(connection.peer_id, message, rtt)
+        to, message_id, payload = message.to, message.id, for_initiator
+    else:
         connection.push(protocol.error("invalid", "already authenticated"))
         return
-    delivered = await hub.send(message.to, protocol.signal(connection.peer_id, message))
+    delivered = await hub.send(to, payload)
     signals.labels("relayed" if delivered else "unreachable").inc()
     if not delivered:
         connection.push(
-            protocol.error(
-                "unreachable", f"{message.to} is not connected", to=message.to, id=message.id
-            )
+            protocol.error("unreachable", f"{to} is not connected", to=to, id=message_id)
         )
+    elif isinstance(message, protocol.PunchAccept):
+        connection.push(json.dumps(for_self))

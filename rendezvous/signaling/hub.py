@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import secrets
+import time
 
 from aiohttp import WSCloseCode, web
 
@@ -27,6 +30,22 @@ class Connection:
         self._queue: asyncio.Queue[str] = asyncio.Queue(limit)
         self._sender = asyncio.create_task(self._send_all())
         self._closing: asyncio.Task[bool] | None = None
+        # Round trip to the peer over this socket, measured with ping/pong (punching).
+        self.rtt_ms: float | None = None
+        self._ping: tuple[str, float] | None = None  # (nonce, monotonic time sent)
+
+    def ping(self) -> None:
+        nonce = secrets.token_hex(8)
+        self._ping = (nonce, time.monotonic())
+        self.push(json.dumps({"type": "ping", "nonce": nonce}))
+
+    def pong(self, nonce: str) -> None:
+        """A pong: the round trip, smoothed (an unknown or late nonce is ignored)."""
+        if self._ping is None or nonce != self._ping[0]:
+            return
+        sample = (time.monotonic() - self._ping[1]) * 1000
+        self._ping = None
+        self.rtt_ms = sample if self.rtt_ms is None else 0.5 * self.rtt_ms + 0.5 * sample
 
     def push(self, text: str) -> None:
         """Queue ``text`` for the peer; a full queue closes a consumer too slow to keep up."""

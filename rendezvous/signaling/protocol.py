@@ -8,6 +8,13 @@ Client -> server: ``{"type": "hello", "public_key", "signature"}`` (Ed25519 over
 challenge and ``WEBSOCKET_HELLO``, see ``client_sdk.identity``), then ``{"type":
 "signal", "to", "id"?, "data"}`` -- ``data`` is any JSON (an offer, an answer,
 candidates, an app message) of at most ``MAX_SIGNAL_BYTES`` once encoded.
+
+Hole punching (``rendezvous.signaling.punch``): ``{"type": "punch", "to", "id",
+"candidates"}`` reaches the target as ``{"type": "punch", "from", "id", "candidates",
+"rtt_ms"}``; its ``{"type": "punch_accept", "to", "id", "candidates", "peer_rtt_ms"}``
+makes the server send both ``{"type": "punch_now", "peer", "id", "candidates",
+"delay_ms", ...}``. The server measures each socket's round-trip time with ``{"type":
+"ping", "nonce"}``, which the client answers with ``{"type": "pong", "nonce"}``.
 """
 
 from __future__ import annotations
@@ -45,7 +52,46 @@ class Signal(BaseModel):
         return data
 
 
-ClientMessage = TypeAdapter(Annotated[Hello | Signal, Field(discriminator="type")])
+class Candidate(BaseModel):
+    """An address to punch towards (an ICE-style candidate)."""
+
+    model_config = ConfigDict(extra="forbid")
+    ip: str = Field(max_length=45)
+    port: int = Field(ge=1, le=65535)
+    protocol: Literal["udp", "tcp"] = "udp"
+    type: Literal["host", "srflx", "prflx", "relay"] = "host"
+
+
+class Punch(BaseModel):
+    """Ask ``to`` to punch a hole with us, offering our fresh candidates."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["punch"]
+    to: str = Field(pattern=PEER_ID_PATTERN)
+    id: str = Field(min_length=1, max_length=64)
+    candidates: list[Candidate] = Field(max_length=16)
+
+
+class PunchAccept(BaseModel):
+    """``to`` asked us to punch: our candidates, and its round-trip time as it came."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["punch_accept"]
+    to: str = Field(pattern=PEER_ID_PATTERN)
+    id: str = Field(min_length=1, max_length=64)
+    candidates: list[Candidate] = Field(max_length=16)
+    peer_rtt_ms: float = Field(ge=0, le=60_000)
+
+
+class Pong(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["pong"]
+    nonce: str = Field(max_length=32)
+
+
+ClientMessage = TypeAdapter(
+    Annotated[Hello | Signal | Punch | PunchAccept | Pong, Field(discriminator="type")]
+)
 
 
 def error(code: str, message: str, **extra: Any) -> str:

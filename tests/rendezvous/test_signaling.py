@@ -50,10 +50,22 @@ async def instance(request: pytest.FixtureRequest) -> AsyncIterator[TestClient[A
 
 
 async def receive(ws: WS) -> dict[str, Any]:
-    message = await asyncio.wait_for(ws.receive(), 5)
-    assert message.type == aiohttp.WSMsgType.TEXT, message
-    decoded: dict[str, Any] = json.loads(message.data)
-    return decoded
+    """The next message that is not a ping (pings are answered, as a client must)."""
+    while True:
+        message = await asyncio.wait_for(ws.receive(), 5)
+        assert message.type == aiohttp.WSMsgType.TEXT, message
+        decoded: dict[str, Any] = json.loads(message.data)
+        if decoded["type"] != "ping":
+            return decoded
+        await ws.send_json({"type": "pong", "nonce": decoded["nonce"]})
+
+
+async def close_frame(ws: WS) -> aiohttp.WSMessage:
+    """The next frame that is not text (pings and other messages are skipped)."""
+    while True:
+        message = await asyncio.wait_for(ws.receive(), 5)
+        if message.type != aiohttp.WSMsgType.TEXT:
+            return message
 
 
 async def connect(client: TestClient[Any, Any], identity: Identity) -> WS:
@@ -142,7 +154,7 @@ async def test_a_second_socket_replaces_the_first(instance: TestClient[Any, Any]
     alice = Identity.generate()
     old = await connect(instance, alice)
     new = await connect(instance, alice)
-    closed = await asyncio.wait_for(old.receive(), 5)
+    closed = await close_frame(old)
     assert closed.type == aiohttp.WSMsgType.CLOSE
     assert closed.data == 4000  # the close frame's code
     await new.send_json({"type": "signal", "to": alice.peer_id, "data": "still me"})
@@ -175,7 +187,7 @@ async def test_shutdown_closes_sockets_going_away() -> None:
     client = await started("memory")
     ws = await connect(client, Identity.generate())
     await client.server.close()  # runs the app's shutdown
-    closed = await asyncio.wait_for(ws.receive(), 5)
+    closed = await close_frame(ws)
     assert closed.type == aiohttp.WSMsgType.CLOSE
     assert closed.data == 1001
     await client.close()
@@ -196,3 +208,66 @@ async def test_signals_cross_instances_on_a_redis_cluster(redis_cluster_url: str
     finally:
         await first.close()
         await second.close()
+
+
+async def test_punch_brokering_across_instances(
+    two_instances: tuple[TestClient[Any, Any], ...],
+) -> None:
+    first, second = two_instances
+    alice, bob = Identity.generate(), Identity.generate()
+    to_alice, to_bob = await connect(first, alice), await connect(second, bob)
+    await asyncio.sleep(0.1)  # both answer their first ping: round trips are measured
+    for ws in (to_alice, to_bob):  # flush pongs: a signal to oneself comes back after them
+        await ws.send_json(
+            {"type": "signal", "to": (alice if ws is to_alice else bob).peer_id, "data": 0}
+        )
+        assert (await receive(ws))["type"] == "signal"
+    mine = [{"ip": "203.0.113.5", "port": 40000, "type": "srflx"}]
+    theirs = [{"ip": "198.51.100.7", "port": 50000, "type": "srflx"}]
+    await to_alice.send_json({"type": "punch", "to": bob.peer_id, "id": "p1", "candidates": mine})
+    asked = await receive(to_bob)
+    assert (asked["type"], asked["from"], asked["id"]) == ("punch", alice.peer_id, "p1")
+    assert asked["candidates"] == [{**mine[0], "protocol": "udp"}]
+    assert 0 <= asked["rtt_ms"] < 50  # measured on loopback (not the 100 ms default)
+    accept = {
+        "type": "punch_accept",
+        "to": alice.peer_id,
+        "id": "p1",
+        "candidates": theirs,
+        "peer_rtt_ms": asked["rtt_ms"],
+    }
+    await to_bob.send_json(accept)
+    go_alice, go_bob = await receive(to_alice), await receive(to_bob)
+    assert go_alice["type"] == go_bob["type"] == "punch_now"
+    assert (go_alice["peer"], go_bob["peer"]) == (bob.peer_id, alice.peer_id)
+    assert go_alice["candidates"] == [{**theirs[0], "protocol": "udp"}]
+    # Both act at the same moment: one-way trip + delay is equal on both sides.
+    at_alice = go_alice["rtt_ms"] / 2 + go_alice["delay_ms"]
+    at_bob = go_bob["rtt_ms"] / 2 + go_bob["delay_ms"]
+    assert abs(at_alice - at_bob) < 0.2  # rounding to 0.1 ms
+    assert min(go_alice["delay_ms"], go_bob["delay_ms"]) >= 50
+
+
+async def test_punch_to_nobody_and_bad_punches(instance: TestClient[Any, Any]) -> None:
+    ws = await connect(instance, Identity.generate())
+    nobody = Identity.generate().peer_id
+    await ws.send_json({"type": "punch", "to": nobody, "id": "x", "candidates": []})
+    error = await receive(ws)
+    assert (error["code"], error["id"]) == ("unreachable", "x")
+    for bad in (
+        {"type": "punch", "to": nobody, "id": "", "candidates": []},
+        {"type": "punch", "to": nobody, "id": "y", "candidates": [{"ip": "1.2.3.4", "port": 0}]},
+        {"type": "punch_accept", "to": nobody, "id": "y", "candidates": [], "peer_rtt_ms": -1},
+    ):
+        await ws.send_json(bad)
+        assert (await receive(ws))["code"] == "invalid"
+    await ws.close()
+
+
+def test_delays_make_both_sides_act_together() -> None:
+    from rendezvous.signaling.punch import MARGIN_MS, delays
+
+    for rtt_a, rtt_b in ((10, 10), (10, 200), (300, 20), (0, 0)):
+        delay_a, delay_b = delays(rtt_a, rtt_b)
+        assert rtt_a / 2 + delay_a == rtt_b / 2 + delay_b
+        assert min(delay_a, delay_b) == MARGIN_MS
