@@ -216,8 +216,11 @@ async def test_punch_brokering_across_instances(
     first, second = two_instances
     alice, bob = Identity.generate(), Identity.generate()
     to_alice, to_bob = await connect(first, alice), await connect(second, bob)
-    await asyncio.sleep(0.1)  # both answer their first ping: round trips are measured
-    for ws in (to_alice, to_bob):  # flush pongs: a signal to oneself comes back after them
+    for ws in (to_alice, to_bob):  # the first ping comes right after welcome: answer it
+        ping = await asyncio.wait_for(ws.receive_json(), 5)
+        assert ping["type"] == "ping"
+        await ws.send_json({"type": "pong", "nonce": ping["nonce"]})
+    for ws in (to_alice, to_bob):  # flush the pongs: a signal to oneself comes after them
         await ws.send_json(
             {"type": "signal", "to": (alice if ws is to_alice else bob).peer_id, "data": 0}
         )
