@@ -40,6 +40,13 @@ def source_ip(remote: str | None) -> str | None:
     return str(address)
 
 
+def compact_peers(records: tuple[PeerRecord, ...]) -> tuple[bytes, bytes]:
+    """(IPv4, IPv6) compact entries of ``records``, straight from the stored bytes."""
+    v4 = b"".join(r.data[20:] for r in records if len(r.data) == 26)
+    v6 = b"".join(r.data[20:] for r in records if len(r.data) == 38)
+    return v4, v6
+
+
 def tracker_peer(record: PeerRecord) -> TrackerPeer:
     data = record.data
     [(ip, port)] = parse_compact_peers(data[20:], 4 if len(data) == 26 else 6)

@@ -87,18 +87,13 @@ class UdpTracker:
     def answer_announce(self, request: AnnounceRequest, announced: Announced) -> bytes:
         if announced.full:
             return ErrorResponse(request.transaction_id, "this torrent has too many peers").encode()
-        size = 18 if self.ipv6 else 6
-        peers = tuple(
-            (peer.ip, peer.port)
-            for peer in map(torrents.tracker_peer, announced.peers)
-            if (":" in peer.ip) == (size == 18)  # BEP 15: the request's family only
-        )
+        v4, v6 = torrents.compact_peers(announced.peers)
         return AnnounceResponse(
             request.transaction_id,
             self.settings.announce_interval,
             announced.stats.leechers,
             announced.stats.seeders,
-            peers,
+            compact=v6 if self.ipv6 else v4,  # BEP 15: the request's family only
         ).encode(ipv6=self.ipv6)
 
     @staticmethod

@@ -47,12 +47,16 @@ async def announce(request: web.Request) -> web.Response:
     )
     if announced.full:
         return _bencoded(failure("this torrent has too many peers"))
+    compact4, compact6 = torrents.compact_peers(announced.peers) if req.compact else (b"", b"")
     response = AnnounceResponse(
         interval=settings.announce_interval,
         min_interval=settings.announce_min_interval,
         complete=announced.stats.seeders,
         incomplete=announced.stats.leechers,
-        peers=tuple(torrents.tracker_peer(record) for record in announced.peers),
+        # Compact answers copy the stored entries; the others need each peer's id.
+        peers=() if req.compact else tuple(map(torrents.tracker_peer, announced.peers)),
+        compact4=compact4,
+        compact6=compact6,
     )
     return _bencoded(response.encode(compact=req.compact, no_peer_id=req.no_peer_id))
 

@@ -371,9 +371,15 @@ class AnnounceResponse:
     peers: tuple[TrackerPeer, ...] = ()
     warning_message: str | None = None
     tracker_id: bytes | None = None
+    # Peers already in compact form (6-byte IPv4, 18-byte IPv6 entries), as a tracker
+    # stores them: appended as they are, no address parsed per peer (the hot path).
+    compact4: bytes = b""
+    compact6: bytes = b""
 
     def __post_init__(self) -> None:
         _check_range("interval", self.interval, 0, MAX_COUNTER)
+        if len(self.compact4) % 6 or len(self.compact6) % 18:
+            raise TrackerError("compact peers must be 6-byte (IPv4) or 18-byte (IPv6) entries")
         for name in ("min_interval", "complete", "incomplete"):
             value = getattr(self, name)
             if value is not None:
@@ -402,12 +408,13 @@ class AnnounceResponse:
             for peer in self.peers:
                 entry = compact_peer(peer.ip, peer.port)
                 (ipv4 if len(entry) == 6 else ipv6).append(entry)
-            body["peers"] = b"".join(ipv4)
-            if ipv6:
-                body["peers6"] = b"".join(ipv6)
+            body["peers"] = b"".join((*ipv4, self.compact4))
+            if ipv6 or self.compact6:
+                body["peers6"] = b"".join((*ipv6, self.compact6))
         else:
             peers: list[Bencodable] = []
-            for peer in self.peers:
+            packed = parse_compact_peers(self.compact4, 4) + parse_compact_peers(self.compact6, 6)
+            for peer in (*self.peers, *(TrackerPeer(ip, port) for ip, port in packed)):
                 entry_dict: dict[str, Bencodable] = {
                     "ip": str(_peer_address(peer.ip)),
                     "port": peer.port,

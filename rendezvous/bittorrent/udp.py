@@ -333,6 +333,7 @@ class AnnounceResponse:
     leechers: int
     seeders: int
     peers: tuple[tuple[str, int], ...] = ()
+    compact: bytes = b""  # peers already packed (6- or 18-byte entries), appended as is
 
     def __post_init__(self) -> None:
         for name in ("transaction_id", "interval", "leechers", "seeders"):
@@ -356,6 +357,9 @@ class AnnounceResponse:
                     f"but the response is for an IPv{6 if ipv6 else 4} request"
                 )
             parts.append(entry)
+        if len(self.compact) % size:
+            raise TrackerError(f"compact peers must be {size}-byte entries for this request")
+        parts.append(self.compact)
         return b"".join(parts)
 
 
