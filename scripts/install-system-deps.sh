@@ -3,8 +3,9 @@
 # is missing. With no arguments: everything the test suite and the benchmarks use; with
 # arguments: just those packages.
 set -euo pipefail
-# gcc + python3-dev build the relay's C data plane (relay/server/_dataplane.c).
-packages=(coturn redis-server iptables nftables conntrack iproute2 gcc openssl python3-venv python3-dev)
+# gcc + python3-dev build the relay's C data plane (relay/server/_dataplane.c); wrk and
+# opentracker are the rendezvous benchmark's load generator and reference tracker.
+packages=(coturn redis-server iptables nftables conntrack iproute2 gcc openssl python3-venv python3-dev wrk opentracker)
 if (($#)); then packages=("$@"); fi
 missing=()
 for p in "${packages[@]}"; do
