@@ -30,7 +30,7 @@ if ((${#missing[@]})); then
 fi
 # The Debian coturn and redis packages may start system services; the tests start their own
 # instances on free ports, so stop these to keep the default ports free.
-for svc in coturn redis-server; do
+for svc in coturn redis-server opentracker; do
   [[ " ${packages[*]} " == *" $svc "* ]] || continue
   if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl stop "$svc" || true
