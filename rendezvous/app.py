@@ -101,6 +101,7 @@ async def _udp_tracker(app: web.Application) -> AsyncIterator[None]:
         app[keys.CONNECTION_IDS],
         app[keys.STORE],
         app[keys.CLOCK],
+        batched=settings.udp_batch_io,
     )
     app[keys.UDP_TRACKER] = protocol
     log.info("udp tracker on %s", settings.udp_tracker)

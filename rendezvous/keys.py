@@ -12,7 +12,7 @@ from rendezvous.metrics import RendezvousMetrics
 from rendezvous.settings import RendezvousSettings
 from rendezvous.signaling.hub import Hub
 from rendezvous.store import Store
-from rendezvous.udp_tracker import UdpTrackerProtocol
+from rendezvous.udp_tracker import UdpTrackerSocket
 
 SETTINGS = web.AppKey("settings", RendezvousSettings)
 STORE = web.AppKey("store", Store)
@@ -20,5 +20,5 @@ CHALLENGES = web.AppKey("challenges", Challenges)
 METRICS = web.AppKey("metrics", RendezvousMetrics)
 HUB = web.AppKey("hub", Hub)  # this instance's signaling sockets
 CONNECTION_IDS = web.AppKey("connection_ids", ConnectionIds)  # BEP 15, stateless
-UDP_TRACKER = web.AppKey("udp_tracker", UdpTrackerProtocol)  # when --udp-tracker is set
+UDP_TRACKER = web.AppKey("udp_tracker", UdpTrackerSocket)  # when --udp-tracker is set
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")  # Unix time, as every TTL

@@ -57,6 +57,11 @@ class RendezvousSettings(BaseSettings):
         default="",
         description="HOST:PORT of the BitTorrent UDP tracker (BEP 15); empty: none",
     )
+    udp_batch_io: bool = Field(
+        default=True,
+        description="serve the UDP tracker with recvmmsg/sendmmsg batches where the relay's "
+        "C data plane is built (Linux); off: the event loop's datagram transport",
+    )
     announce_interval: int = Field(
         default=1800, ge=10, description="BitTorrent re-announce interval (s)"
     )

@@ -15,11 +15,12 @@ field is ignored (the peer's address is the one the packet came from).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from collections.abc import Callable
-from typing import cast
 
+from relay.server import batched as batched_io
 from rendezvous import torrents
 from rendezvous.bittorrent import TrackerError
 from rendezvous.bittorrent.connection_ids import ConnectionIds
@@ -69,19 +70,24 @@ class UdpTracker:
             return ErrorResponse(request.transaction_id, "connection id expired").encode()
         return request
 
-    def announce_of(self, request: AnnounceRequest, addr: Address) -> torrents.Announce | None:
-        ip = torrents.source_ip(addr[0])
-        if ip is None:
+    async def announce(
+        self, store: Store, request: AnnounceRequest, addr: Address, now: float
+    ) -> Announced | None:
+        """Run a validated announce on ``store`` (None: the source is not an IP)."""
+        address = torrents.source_address(addr[0])
+        if address is None:
             return None
-        numwant = None if request.num_want < 0 else request.num_want
-        return torrents.Announce(
-            request.info_hash,
-            request.peer_id,
-            ip,
-            request.port,
-            request.left,
-            request.event,
-            numwant,
+        return await torrents.announce(
+            store,
+            self.settings,
+            info_hash=request.info_hash,
+            peer_id=request.peer_id,
+            address=address,
+            port=request.port,
+            left=request.left,
+            event=request.event,
+            numwant=None if request.num_want < 0 else request.num_want,
+            now=now,
         )
 
     def answer_announce(self, request: AnnounceRequest, announced: Announced) -> bytes:
@@ -101,58 +107,162 @@ class UdpTracker:
         return ScrapeResponse(request.transaction_id, tuple(entries)).encode()
 
 
-class UdpTrackerProtocol(asyncio.DatagramProtocol):
-    """Runs a ``UdpTracker`` on a datagram socket, with the store calls as tasks."""
+Batch = list[tuple[AnnounceRequest | ScrapeRequest, Address]]
 
-    def __init__(self, tracker: UdpTracker, store: Store, clock: Callable[[], float]) -> None:
+
+class UdpTrackerSocket:
+    """Runs a ``UdpTracker`` on one bound datagram socket.
+
+    Where the relay's C data plane is built (``relay.server.batched``), the socket is
+    drained with ``recvmmsg(2)`` and answered with ``sendmmsg(2)``, up to 64 datagrams per
+    system call; elsewhere (or with ``batched=False``) through an event-loop datagram
+    transport. The store calls of the requests that arrive together run as one task (a
+    task per datagram would cost more than the announce itself): one after the other on
+    an in-process store, concurrently on a networked one. At most ``MAX_PENDING``
+    requests wait for the store; beyond, requests are dropped and the clients retry
+    (BEP 15 retransmission).
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        tracker: UdpTracker,
+        store: Store,
+        clock: Callable[[], float],
+        *,
+        batched: bool = True,
+    ) -> None:
+        self.socket = sock
         self.tracker = tracker
         self.store = store
         self.clock = clock
-        self.transport: asyncio.DatagramTransport | None = None
+        self.sockname: Address = sock.getsockname()
         self.pending: set[asyncio.Task[None]] = set()
+        self.queued: Batch = []
+        self.in_flight = 0  # requests queued or in a running batch
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.DatagramTransport | None = None
+        self._dataplane = (
+            batched_io.new_data_plane([sock]) if batched and batched_io.available() else None
+        )
+        self._flush_scheduled = False
+        self._closed = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # A datagram endpoint's transport (asyncio's are not DatagramTransport subclasses).
-        self.transport = cast(asyncio.DatagramTransport, transport)
+    @property
+    def batched(self) -> bool:
+        return self._dataplane is not None
 
-    def datagram_received(self, data: bytes, addr: Address) -> None:
+    async def start(self) -> None:
+        if self._dataplane is not None:
+            self.socket.setblocking(False)
+            self._loop.add_reader(self.socket.fileno(), self._readable)
+        else:
+            shim = _Datagrams(self)
+            transport, _ = await self._loop.create_datagram_endpoint(lambda: shim, sock=self.socket)
+            self._transport = transport
+
+    def _readable(self) -> None:
+        dataplane = self._dataplane
+        if dataplane is None:
+            return
+        received = dataplane.drain_listener(0, self.clock())
+        if received is not None:
+            receive = self.received
+            for data, addr in received:
+                receive(data, addr)
+        dataplane.flush(0)
+
+    def received(self, data: bytes, addr: Address) -> None:
         result = self.tracker.handle(data, addr, self.clock())
         if result is None:
             return
         if isinstance(result, bytes):
-            self._send(result, addr)
-        elif len(self.pending) < MAX_PENDING:
-            task = asyncio.create_task(self._serve(result, addr))
-            self.pending.add(task)
-            task.add_done_callback(self.pending.discard)
+            self.send(result, addr)
+        elif self.in_flight < MAX_PENDING:
+            if not self.queued:
+                self._loop.call_soon(self._start_batch)
+            self.queued.append((result, addr))
+            self.in_flight += 1
+
+    def _start_batch(self) -> None:
+        batch, self.queued = self.queued, []
+        task = asyncio.create_task(self._serve_batch(batch))
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+
+    async def _serve_batch(self, batch: Batch) -> None:
+        try:
+            if self.store.in_process:
+                for request, addr in batch:
+                    await self._serve(request, addr)
+            else:
+                await asyncio.gather(*(self._serve(request, addr) for request, addr in batch))
+        finally:
+            self.in_flight -= len(batch)
 
     async def _serve(self, request: AnnounceRequest | ScrapeRequest, addr: Address) -> None:
-        tracker, now = self.tracker, self.clock()
+        tracker = self.tracker
         try:
             if isinstance(request, AnnounceRequest):
-                peer = tracker.announce_of(request, addr)
-                if peer is None:
-                    return
-                announced = await torrents.announce(self.store, tracker.settings, peer, now)
-                self._send(tracker.answer_announce(request, announced), addr)
+                announced = await tracker.announce(self.store, request, addr, self.clock())
+                if announced is not None:
+                    self.send(tracker.answer_announce(request, announced), addr)
             else:
-                entries = await torrents.scrape(self.store, request.info_hashes, now)
-                self._send(tracker.answer_scrape(request, entries), addr)
+                entries = await torrents.scrape(self.store, request.info_hashes, self.clock())
+                self.send(tracker.answer_scrape(request, entries), addr)
         except StoreError as exc:
             log.warning("udp tracker: store unavailable: %s", exc)
             message = "tracker store unavailable, retry later"
-            self._send(ErrorResponse(request.transaction_id, message).encode(), addr)
+            self.send(ErrorResponse(request.transaction_id, message).encode(), addr)
 
-    def _send(self, payload: bytes, addr: Address) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.sendto(payload, addr)
+    def send(self, payload: bytes, addr: Address) -> None:
+        if self._closed:
+            return
+        dataplane = self._dataplane
+        if dataplane is None:
+            if self._transport is not None:
+                self._transport.sendto(payload, addr)
+            return
+        if not dataplane.queue(0, payload, addr):  # too large to batch
+            try:
+                self.socket.sendto(payload, addr)
+            except OSError as exc:
+                log.debug("udp tracker: send to %s failed: %s", addr, exc)
+            return
+        if not self._flush_scheduled:  # replies from a store batch leave together
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._dataplane is not None and not self._closed:
+            self._dataplane.flush(0)
 
     async def close(self) -> None:
+        self._closed = True
         for task in list(self.pending):
             task.cancel()
         await asyncio.gather(*self.pending, return_exceptions=True)
-        if self.transport is not None:
-            self.transport.close()
+        if self._dataplane is not None:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(self.socket.fileno())
+            self._dataplane.close()
+            self.socket.close()
+        elif self._transport is not None:
+            self._transport.close()
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    """The event-loop transport's callbacks, for ``UdpTrackerSocket``."""
+
+    def __init__(self, owner: UdpTrackerSocket) -> None:
+        self.received = owner.received
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        self.received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("udp tracker: %s", exc)
 
 
 async def open_udp_tracker(
@@ -162,11 +272,17 @@ async def open_udp_tracker(
     ids: ConnectionIds,
     store: Store,
     clock: Callable[[], float],
-) -> UdpTrackerProtocol:
-    loop = asyncio.get_running_loop()
+    *,
+    batched: bool = True,
+) -> UdpTrackerSocket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    tracker = UdpTracker(settings, ids, ipv6=family == socket.AF_INET6)
-    _, protocol = await loop.create_datagram_endpoint(
-        lambda: UdpTrackerProtocol(tracker, store, clock), local_addr=(host, port), family=family
-    )
-    return protocol
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.bind((host, port))
+        tracker = UdpTracker(settings, ids, ipv6=family == socket.AF_INET6)
+        server = UdpTrackerSocket(sock, tracker, store, clock, batched=batched)
+        await server.start()
+    except BaseException:
+        sock.close()
+        raise
+    return server

@@ -32,18 +32,22 @@ async def announce(request: web.Request) -> web.Response:
         req = parse_announce(request.rel_url.raw_query_string)
     except TrackerError as exc:
         return _bencoded(failure(str(exc)))
-    ip = torrents.source_ip(request.remote)
-    if ip is None:
+    address = torrents.source_address(request.remote)
+    if address is None:
         return _bencoded(failure("cannot tell your address"))
     app = request.app
     settings = app[keys.SETTINGS]
     announced = await torrents.announce(
         app[keys.STORE],
         settings,
-        torrents.Announce(
-            req.info_hash, req.peer_id, ip, req.port, req.left, req.event, req.numwant
-        ),
-        app[keys.CLOCK](),
+        info_hash=req.info_hash,
+        peer_id=req.peer_id,
+        address=address,
+        port=req.port,
+        left=req.left,
+        event=req.event,
+        numwant=req.numwant,
+        now=app[keys.CLOCK](),
     )
     if announced.full:
         return _bencoded(failure("this torrent has too many peers"))

@@ -35,10 +35,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import math
 from typing import Final, TypeAlias
 
+from .addresses import packed_ip
 from .errors import TrackerError
 
 __all__ = ["MIN_SECRET_LENGTH", "ConnectionIds", "SocketAddress"]
@@ -51,12 +51,13 @@ SocketAddress: TypeAlias = tuple[str, int] | tuple[str, int, int, int]
 _MAC_BYTES: Final = 7
 _SLOT_SHIFT: Final = 8 * _MAC_BYTES  # the slot byte sits above the MAC
 _MAX_SLOT: Final = 2**63 - 1
+_CACHE_SIZE: Final = 65536
 
 
 class ConnectionIds:
     """Issues and checks BEP 15 connection ids without storing them."""
 
-    __slots__ = ("_lifetime", "_mac")
+    __slots__ = ("_cache", "_lifetime", "_mac")
 
     def __init__(self, secret: bytes, lifetime: float = 120.0) -> None:
         if len(secret) < MIN_SECRET_LENGTH:
@@ -67,6 +68,9 @@ class ConnectionIds:
             raise TrackerError(f"lifetime must be a positive number of seconds, got {lifetime}")
         self._mac = hmac.new(secret, digestmod=hashlib.sha256)
         self._lifetime = lifetime
+        # (slot, packed IP) -> id: a client announces many times a slot, and an HMAC
+        # costs more than the rest of the check. Bounded; cleared when full.
+        self._cache: dict[tuple[int, bytes], int] = {}
 
     def __repr__(self) -> str:  # never show the secret
         return f"ConnectionIds(lifetime={self._lifetime})"
@@ -101,6 +105,16 @@ class ConnectionIds:
         return slot
 
     def _connection_id(self, slot: int, packed_address: bytes) -> int:
+        key = (slot, packed_address)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        if len(self._cache) >= _CACHE_SIZE:
+            self._cache.clear()
+        connection_id = self._cache[key] = self._mac_id(slot, packed_address)
+        return connection_id
+
+    def _mac_id(self, slot: int, packed_address: bytes) -> int:
         mac = self._mac.copy()
         mac.update(slot.to_bytes(8, "big", signed=True))
         mac.update(packed_address)
@@ -111,12 +125,9 @@ class ConnectionIds:
 def _pack_address(address: SocketAddress) -> bytes:
     """The packed IP (the port is checked, not bound); IPv4-mapped IPv6 count as IPv4."""
     host, port = address[0], address[1]
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise TrackerError(f"address ip must be an IP address, got {host[:64]!r}") from None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    packed = packed_ip(host)
+    if packed is None:
+        raise TrackerError(f"address ip must be an IP address, got {host[:64]!r}")
     if not 0 <= port <= 0xFFFF:
         raise TrackerError(f"address port must be in 0..65535, got {port}")
-    return ip.packed
+    return packed

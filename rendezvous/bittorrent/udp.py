@@ -57,6 +57,7 @@ MAX_SCRAPE_HASHES: Final = 74
 _U32: Final = 0xFFFFFFFF
 _U64: Final = 2**64 - 1
 _HASH_LENGTH: Final = 20
+_MAX_EVENT: Final = max(Event)
 
 
 class Action(IntEnum):
@@ -138,6 +139,23 @@ class AnnounceRequest:
     url_data: bytes | None = None
 
     def __post_init__(self) -> None:
+        # One chained test for the common, valid case (every tracker request is built
+        # here); the checks below name the field when it fails.
+        if (
+            0 <= self.connection_id <= _U64
+            and 0 <= self.transaction_id <= _U32
+            and len(self.info_hash) == _HASH_LENGTH
+            and len(self.peer_id) == _HASH_LENGTH
+            and 0 <= self.downloaded <= MAX_COUNTER
+            and 0 <= self.left <= MAX_COUNTER
+            and 0 <= self.uploaded <= MAX_COUNTER
+            and 1 <= self.port <= 0xFFFF
+            and 0 <= self.event <= _MAX_EVENT
+            and 0 <= self.ip <= _U32
+            and 0 <= self.key <= _U32
+            and -(2**31) <= self.num_want < 2**31
+        ):
+            return
         _check_range("connection_id", self.connection_id, 0, _U64)
         _check_u32("transaction_id", self.transaction_id)
         _check_hash("info_hash", self.info_hash)
@@ -145,7 +163,7 @@ class AnnounceRequest:
         for name in ("downloaded", "left", "uploaded"):
             _check_range(name, getattr(self, name), 0, MAX_COUNTER)
         _check_range("port", self.port, 1, 0xFFFF)
-        _check_range("event", self.event, 0, max(Event))
+        _check_range("event", self.event, 0, _MAX_EVENT)
         _check_u32("ip", self.ip)
         _check_u32("key", self.key)
         _check_range("num_want", self.num_want, -(2**31), 2**31 - 1)
@@ -246,20 +264,21 @@ def _parse_announce_request(data: bytes, connection_id: int, transaction_id: int
     (info_hash, peer_id, downloaded, left, uploaded, event, ip, key, num_want, port) = fields[3:]
     if event not in _EVENTS:
         raise TrackerError(f"event must be in 0..{max(Event)}, got {event}")
-    return AnnounceRequest(
-        connection_id=connection_id,
-        transaction_id=transaction_id,
-        info_hash=info_hash,
-        peer_id=peer_id,
-        downloaded=downloaded,
-        left=left,
-        uploaded=uploaded,
-        port=port,
-        event=_EVENTS[event],
-        ip=ip,
-        key=key,
-        num_want=num_want,
-        url_data=_parse_options(data[ANNOUNCE_REQUEST_SIZE:]),
+    options = data[ANNOUNCE_REQUEST_SIZE:] if len(data) > ANNOUNCE_REQUEST_SIZE else b""
+    return AnnounceRequest(  # positional: the order of the fields
+        connection_id,
+        transaction_id,
+        info_hash,
+        peer_id,
+        downloaded,
+        left,
+        uploaded,
+        port,
+        _EVENTS[event],
+        ip,
+        key,
+        num_want,
+        _parse_options(options) if options else None,
     )
 
 
@@ -336,6 +355,13 @@ class AnnounceResponse:
     compact: bytes = b""  # peers already packed (6- or 18-byte entries), appended as is
 
     def __post_init__(self) -> None:
+        if (
+            0 <= self.transaction_id <= _U32
+            and 0 <= self.interval <= _U32
+            and 0 <= self.leechers <= _U32
+            and 0 <= self.seeders <= _U32
+        ):
+            return  # the common case in one test; below, the field that is wrong
         for name in ("transaction_id", "interval", "leechers", "seeders"):
             _check_u32(name, getattr(self, name))
 
@@ -344,11 +370,12 @@ class AnnounceResponse:
         address family of the request's packet; ``ipv6`` says which. A peer of the other
         family raises :class:`TrackerError` (filter peers by family before encoding)."""
         size = 18 if ipv6 else 6
-        parts = [
-            _ANNOUNCE_RESPONSE.pack(
-                Action.ANNOUNCE, self.transaction_id, self.interval, self.leechers, self.seeders
-            )
-        ]
+        header = _ANNOUNCE_RESPONSE.pack(
+            Action.ANNOUNCE, self.transaction_id, self.interval, self.leechers, self.seeders
+        )
+        if not self.peers and not len(self.compact) % size:  # a tracker's answer
+            return header + self.compact
+        parts = [header]
         for ip, port in self.peers:
             entry = compact_peer(ip, port)
             if len(entry) != size:

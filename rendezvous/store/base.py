@@ -8,20 +8,22 @@ sharing a store need synchronised clocks (NTP), as any TTL scheme across hosts d
 A swarm holds peers, each with an opaque ``data`` blob the API layer encodes (JSON for the
 ``/v1`` API, a compact address for BitTorrent), an expiry, and a seeder flag (BitTorrent's
 ``left == 0``). An expired peer never appears in any answer.
+
+The values on the announce path are named tuples, not frozen dataclasses: as immutable
+and typed, and several times cheaper to build, which counts at 10^5 announces a second.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
 
 class StoreError(Exception):
     """The store could not answer (unreachable, timed out): a 503 for the client."""
 
 
-@dataclass(frozen=True, slots=True)
-class Registration:
+class Registration(NamedTuple):
     """A peer joining (or refreshing itself in) a swarm."""
 
     peer_id: str
@@ -30,15 +32,13 @@ class Registration:
     seeder: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class PeerRecord:
+class PeerRecord(NamedTuple):
     peer_id: str
     data: bytes
     expires: float
 
 
-@dataclass(frozen=True, slots=True)
-class SwarmStats:
+class SwarmStats(NamedTuple):
     peers: int = 0  # live peers
     seeders: int = 0  # live peers with the seeder flag (BitTorrent "complete")
     downloaded: int = 0  # "completed" events ever announced (BitTorrent scrape)
@@ -48,12 +48,11 @@ class SwarmStats:
         return self.peers - self.seeders
 
 
-@dataclass(frozen=True, slots=True)
-class Announced:
+class Announced(NamedTuple):
     """The answer to ``Store.announce``."""
 
     peers: tuple[PeerRecord, ...] = ()  # a random sample, without the announcing peer
-    stats: SwarmStats = field(default_factory=SwarmStats)
+    stats: SwarmStats = SwarmStats()
     joined: bool = False  # the registration was new (not a refresh)
     full: bool = False  # refused: the swarm is at capacity (a refresh is never refused)
 
@@ -74,6 +73,10 @@ class RelayRecord:
 
 
 class Store(Protocol):
+    in_process: bool
+    """True when operations complete without I/O (the memory store): a caller may run
+    many of them one after the other in one task instead of concurrently."""
+
     async def announce(
         self,
         swarm: str,

@@ -26,9 +26,7 @@ MAX_BUCKETS = 100_000  # idle full buckets are forgotten beyond this
 
 @dataclass(slots=True)
 class _Peer:
-    peer_id: str
-    data: bytes
-    expires: float
+    record: PeerRecord  # what answers hand out, as is (immutable: no copy per answer)
     seeder: bool
     slot: int  # index in _Swarm.order
 
@@ -36,7 +34,7 @@ class _Peer:
 @dataclass(slots=True)
 class _Swarm:
     peers: dict[str, _Peer] = field(default_factory=dict)
-    order: list[str] = field(default_factory=list)  # for O(1) random picks
+    order: list[PeerRecord] = field(default_factory=list)  # for O(1) random picks
     expiries: list[tuple[float, str]] = field(default_factory=list)  # heap, lazily checked
     joined: OrderedDict[str, int] = field(default_factory=OrderedDict)  # peer -> sequence
     sequence: int = 0
@@ -49,9 +47,9 @@ class _Swarm:
         if peer is None:
             return False
         last = self.order.pop()
-        if last != peer_id:  # swap the last one into the hole
+        if last.peer_id != peer_id:  # swap the last one into the hole
             self.order[peer.slot] = last
-            self.peers[last].slot = peer.slot
+            self.peers[last.peer_id].slot = peer.slot
         self.joined.pop(peer_id, None)
         self.seeders -= peer.seeder
         return True
@@ -61,35 +59,66 @@ class _Swarm:
         while heap and heap[0][0] <= now:
             expires, peer_id = heapq.heappop(heap)
             peer = self.peers.get(peer_id)
-            if peer is not None and peer.expires == expires:
+            if peer is not None and peer.record.expires == expires:
                 self.remove(peer_id)
         if len(heap) > 2 * len(self.peers) + 64:  # drop entries of refreshed peers
-            self.expiries = [(p.expires, p.peer_id) for p in self.peers.values()]
+            self.expiries = [(p.record.expires, p.record.peer_id) for p in self.peers.values()]
             heapq.heapify(self.expiries)
 
     def put(self, registration: Registration, now: float) -> bool:
-        expires = now + registration.ttl
-        peer = self.peers.get(registration.peer_id)
+        peer_id = registration.peer_id
+        record = PeerRecord(peer_id, registration.data, now + registration.ttl)
+        peer = self.peers.get(peer_id)
         new = peer is None
         if peer is None:
-            peer = _Peer(registration.peer_id, registration.data, expires, False, len(self.order))
-            self.peers[peer.peer_id] = peer
-            self.order.append(peer.peer_id)
-        peer.data, peer.expires = registration.data, expires
+            # Inside-out Fisher-Yates: the newcomer swaps places with a uniformly chosen
+            # entry (itself included), so ``order`` stays a uniformly random permutation
+            # (swap-remove in ``remove`` keeps it one too).
+            order = self.order
+            slot = int(random.random() * (len(order) + 1))
+            peer = self.peers[peer_id] = _Peer(record, False, slot)
+            if slot == len(order):
+                order.append(record)
+            else:
+                moved = order[slot]
+                order.append(moved)
+                self.peers[moved.peer_id].slot = len(order) - 1
+                order[slot] = record
+        else:
+            peer.record = self.order[peer.slot] = record
         self.seeders += registration.seeder - peer.seeder
         peer.seeder = registration.seeder
-        heapq.heappush(self.expiries, (expires, peer.peer_id))
+        heapq.heappush(self.expiries, (record.expires, peer_id))
         self.sequence += 1
-        self.joined[peer.peer_id] = self.sequence
-        self.joined.move_to_end(peer.peer_id)
+        self.joined[peer_id] = self.sequence
+        self.joined.move_to_end(peer_id)
         return new
 
     def sample(self, want: int, exclude: str | None) -> tuple[PeerRecord, ...]:
+        """Up to ``want`` distinct peers other than ``exclude``, a uniformly random set.
+
+        ``order`` is a uniformly random permutation, so any run of consecutive entries
+        in it is a uniformly random subset: the answer is the run (wrapping around)
+        from a random start. Picking ``want`` random indices instead costs a Python-level
+        step per peer; a run costs two list slices. (opentracker answers evenly spaced
+        entries from a random start in its address-sorted list; this is closer to a true
+        sample: consecutive runs share peers only when their starts are close.)
+        """
         order = self.order
-        count = min(want + (exclude in self.peers), len(order))
-        picked = [self.peers[order[i]] for i in random.sample(range(len(order)), count)]
-        records = [PeerRecord(p.peer_id, p.data, p.expires) for p in picked if p.peer_id != exclude]
-        return tuple(records[:want])
+        size = len(order)
+        if size <= want or (size == want + 1 and exclude in self.peers):  # all of them
+            return tuple([r for r in order if r.peer_id != exclude])
+        count = want + 1  # one more, in case the asker is among them
+        start = int(random.random() * size)
+        run = order[start : start + count]
+        if len(run) < count:
+            run += order[: count - len(run)]
+        if exclude is not None and exclude in self.peers:
+            slot = self.peers[exclude].slot
+            if (slot - start) % size < count:
+                run.pop((slot - start) % size)
+                return tuple(run)
+        return tuple(run[:want])
 
     def stats(self) -> SwarmStats:
         return SwarmStats(len(self.peers), self.seeders, self.downloaded)
@@ -97,6 +126,8 @@ class _Swarm:
 
 class MemoryStore:
     """``Store`` in this process's memory."""
+
+    in_process = True
 
     def __init__(self, *, keep: float = 3600.0) -> None:
         self._keep = keep
@@ -167,7 +198,7 @@ class MemoryStore:
             newer.append((peer_id, sequence))
         newer.reverse()
         chosen = newer[:limit]
-        peers = tuple(PeerRecord(p, state.peers[p].data, state.peers[p].expires) for p, _ in chosen)
+        peers = tuple(state.peers[p].record for p, _ in chosen)
         return Page(peers, str(chosen[-1][1] if chosen else max(after, 0)))
 
     async def stats(self, swarms: list[str], *, now: float) -> list[SwarmStats]:

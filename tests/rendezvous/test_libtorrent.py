@@ -76,9 +76,8 @@ async def test_libtorrent_peers_find_each_other_and_download(
         if transport == "http":
             tracker = f"http://127.0.0.1:{client.port}/announce"
         else:
-            udp = client.app[keys.UDP_TRACKER].transport
-            assert udp is not None
-            tracker = f"udp://127.0.0.1:{udp.get_extra_info('sockname')[1]}/announce"
+            port = client.app[keys.UDP_TRACKER].sockname[1]
+            tracker = f"udp://127.0.0.1:{port}/announce"
         (tmp_path / "seed").mkdir()
         (tmp_path / "leech").mkdir()
         content = tmp_path / "seed" / "data.bin"

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from relay.server import batched as batched_io
 from rendezvous import keys
 from rendezvous.app import create_app
 from rendezvous.bittorrent.announce import Event
@@ -72,10 +73,8 @@ def test_core_bad_packets() -> None:
 def test_core_answers_only_peers_of_the_requests_family() -> None:
     tracker = core()
     records = (
-        PeerRecord("a", b"a" * 20 + bytes([10, 0, 0, 1, 0x1A, 0xE1]), 0.0),
-        PeerRecord(
-            "b", b"b" * 20 + socket.inet_pton(socket.AF_INET6, "2001:db8::1") + b"\x1a\xe2", 0
-        ),
+        PeerRecord("a", bytes([10, 0, 0, 1, 0x1A, 0xE1]), 0.0),
+        PeerRecord("b", socket.inet_pton(socket.AF_INET6, "2001:db8::1") + b"\x1a\xe2", 0),
     )
     request = announce_request(1, b"p" * 20, 6881)
     reply = tracker.answer_announce(request, Announced(records, SwarmStats(3, 1, 0)))
@@ -83,18 +82,20 @@ def test_core_answers_only_peers_of_the_requests_family() -> None:
     assert response == AnnounceResponse(7, 1800, 2, 1, (("10.0.0.1", 6881),))
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory-batched", "memory-loop", "redis-batched", "redis-loop"])
 async def udp_tracker(
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[tuple[socket.socket, list[float]]]:
-    store = "memory" if request.param == "memory" else request.getfixturevalue("redis_url")
+    backend, io = request.param.split("-")
+    store = "memory" if backend == "memory" else request.getfixturevalue("redis_url")
     now = [1_800_000_000.0]
-    settings = RendezvousSettings(store=store, secret="t", udp_tracker="127.0.0.1:0")
+    settings = RendezvousSettings(
+        store=store, secret="t", udp_tracker="127.0.0.1:0", udp_batch_io=io == "batched"
+    )
     client = TestClient(TestServer(create_app(settings, clock=lambda: now[0])))
     await client.start_server()
-    protocol = client.app[keys.UDP_TRACKER]
-    assert protocol.transport is not None
-    port = protocol.transport.get_extra_info("sockname")[1]
+    assert client.app[keys.UDP_TRACKER].batched == (io == "batched" and batched_io.available())
+    port = client.app[keys.UDP_TRACKER].sockname[1]
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.connect(("127.0.0.1", port))

@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import ipaddress
 from typing import Any
-from urllib.parse import quote_from_bytes
+from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 import pytest
 from hypothesis import given
@@ -29,6 +29,7 @@ from rendezvous.bittorrent.announce import (
     parse_compact_peers,
     parse_scrape,
     parse_scrape_response,
+    percent_decode,
 )
 from rendezvous.bittorrent.bencode import encode
 
@@ -706,3 +707,46 @@ def test_structured_responses_raise_only_tracker_error(body: dict[str, Any]) -> 
     for parse in (parse_announce_response, parse_scrape_response):
         with contextlib.suppress(TrackerError):
             parse(data)
+
+
+@given(st.binary(max_size=64))
+def test_percent_decode_is_unquote_to_bytes(raw: bytes) -> None:
+    assert percent_decode(raw) == unquote_to_bytes(raw)
+
+
+@given(st.lists(st.sampled_from([b"%", b"%4", b"%4a", b"%A0", b"=", b"a", b" ", b"\r\n", b"_"])))
+def test_percent_decode_of_escape_soup_is_unquote_to_bytes(parts: list[bytes]) -> None:
+    raw = b"".join(parts)
+    assert percent_decode(raw) == unquote_to_bytes(raw)
+
+
+@given(
+    st.integers(0, MAX_COUNTER),
+    st.none() | st.integers(0, MAX_COUNTER),
+    st.none() | st.integers(0, MAX_COUNTER),
+    st.none() | st.integers(0, MAX_COUNTER),
+    st.integers(0, 5).map(lambda n: bytes(6 * n)),
+    st.integers(0, 3).map(lambda n: bytes(range(18)) * n),
+)
+def test_fast_compact_encoding_is_the_canonical_bencoding(
+    interval: int,
+    min_interval: int | None,
+    complete: int | None,
+    incomplete: int | None,
+    compact4: bytes,
+    compact6: bytes,
+) -> None:
+    response = AnnounceResponse(
+        interval=interval,
+        min_interval=min_interval,
+        complete=complete,
+        incomplete=incomplete,
+        compact4=compact4,
+        compact6=compact6,
+    )
+    body: dict[str, Any] = {"interval": interval, "peers": compact4}
+    optional = {"min interval": min_interval, "complete": complete, "incomplete": incomplete}
+    body.update({k: v for k, v in optional.items() if v is not None})
+    if compact6:
+        body["peers6"] = compact6
+    assert response.encode(compact=True) == encode(body)

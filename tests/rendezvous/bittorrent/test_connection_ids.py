@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rendezvous.bittorrent import ConnectionIds, TrackerError
-from rendezvous.bittorrent.connection_ids import SocketAddress
+from rendezvous.bittorrent.connection_ids import _CACHE_SIZE, SocketAddress
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 CLIENT = ("192.0.2.7", 6881)
@@ -167,3 +167,13 @@ def test_bad_arguments(ids: ConnectionIds) -> None:
         ids.issue(("localhost", 1), 0.0)
     with pytest.raises(TrackerError, match=r"^address port must be in 0..65535, got 65536$"):
         ids.issue(("127.0.0.1", 65536), 0.0)
+
+
+def test_the_id_cache_stays_bounded_and_ids_stay_right() -> None:
+    ids = ConnectionIds(b"k" * 32)
+    first = ids.issue(("10.0.0.1", 1), 1000.0)
+    for n in range(_CACHE_SIZE + 10):
+        ids.issue((f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}", 1), 1000.0)
+    assert len(ids._cache) <= _CACHE_SIZE
+    assert ids.valid(first, ("10.0.0.1", 9), 1000.0)  # recomputed after the clear
+    assert first == ConnectionIds(b"k" * 32).issue(("10.0.0.1", 1), 1000.0)
