@@ -13,8 +13,8 @@ from aiohttp import web
 
 from rendezvous import keys
 from rendezvous.api import health, openapi, relays, swarms, tracker, ws
+from rendezvous.api.access import access
 from rendezvous.api.errors import json_errors
-from rendezvous.api.limits import rate_limit
 from rendezvous.bittorrent.connection_ids import ConnectionIds
 from rendezvous.challenges import Challenges
 from rendezvous.metrics import RendezvousMetrics
@@ -22,6 +22,7 @@ from rendezvous.settings import RendezvousSettings
 from rendezvous.signaling.bus import open_bus
 from rendezvous.signaling.hub import Hub
 from rendezvous.store import open_store
+from rendezvous.tenants import load_tenants
 from rendezvous.udp_tracker import open_udp_tracker
 
 log = logging.getLogger(__name__)
@@ -35,11 +36,12 @@ def create_app(
     metrics = RendezvousMetrics()
     # Metrics outermost: they see the status json_errors turned an exception into.
     app = web.Application(
-        middlewares=[metrics.middleware(), json_errors, rate_limit], client_max_size=MAX_BODY
+        middlewares=[metrics.middleware(), json_errors, access], client_max_size=MAX_BODY
     )
     app[keys.METRICS] = metrics
     app.router.add_get("/metrics", metrics.handler)
     app[keys.SETTINGS] = settings
+    app[keys.TENANTS] = load_tenants(settings.tenants_file)  # ValueError naming the problem
     app[keys.CLOCK] = clock
     secret = settings.secret.encode() if settings.secret else os.urandom(32)
     if not settings.secret and settings.store != "memory":

@@ -12,6 +12,7 @@ from rendezvous.metrics import RendezvousMetrics
 from rendezvous.settings import RendezvousSettings
 from rendezvous.signaling.hub import Hub
 from rendezvous.store import Store
+from rendezvous.tenants import Access, Tenants
 from rendezvous.udp_tracker import UdpTrackerSocket
 
 SETTINGS = web.AppKey("settings", RendezvousSettings)
@@ -21,4 +22,7 @@ METRICS = web.AppKey("metrics", RendezvousMetrics)
 HUB = web.AppKey("hub", Hub)  # this instance's signaling sockets
 CONNECTION_IDS = web.AppKey("connection_ids", ConnectionIds)  # BEP 15, stateless
 UDP_TRACKER = web.AppKey("udp_tracker", UdpTrackerSocket)  # when --udp-tracker is set
+TENANTS = web.AppKey("tenants", Tenants)  # --tenants-file; empty: one public namespace
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")  # Unix time, as every TTL
+
+ACCESS = web.RequestKey("access", Access)  # the namespace a request acts in (api.access)

@@ -68,6 +68,16 @@ class RendezvousSettings(BaseSettings):
     announce_min_interval: int = Field(
         default=60, ge=1, description="BitTorrent minimum re-announce interval (s)"
     )
+    tenants_file: str = Field(
+        default="",
+        description="JSON file of tenants, their API key hashes and JWT keys "
+        "(rendezvous.tenants); empty: one public namespace",
+    )
+    public: bool = Field(
+        default=True,
+        description="serve the public namespace without credentials; off: every /v1 "
+        "request needs a tenant's API key or token",
+    )
     rate_limit: float = Field(
         default=50.0, ge=0, description="requests per second per client IP (0: no limit)"
     )

@@ -1,18 +1,13 @@
-"""Abuse limits: a token bucket per client IP in the store (every instance shares it),
-and registration caps per IP and per network (/24 for IPv4, /64 for IPv6) against
-Sybil floods of peer identities.
-
-The rate limit costs one more store round trip per request; ``--rate-limit 0`` turns it
-off (e.g. behind a proxy that limits already, or for benchmarks).
+"""Abuse limits: registration caps per IP and per network (/24 for IPv4, /64 for IPv6)
+against Sybil floods of peer identities. (Request rate limits, per IP or per credential,
+are applied with the credential, in ``rendezvous.api.access``.)
 """
 
 from __future__ import annotations
 
 import ipaddress
-import math
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from rendezvous import keys
 from rendezvous.api.errors import ApiError
@@ -36,27 +31,6 @@ def network_of(ip: str) -> str:
     address = ipaddress.ip_address(ip)
     prefix = 24 if address.version == 4 else 64
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
-
-
-@web.middleware
-async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-    settings = request.app[keys.SETTINGS]
-    if settings.rate_limit > 0 and request.path not in EXEMPT:
-        allowed = await request.app[keys.STORE].take(
-            f"ip:{client_ip(request)}",
-            rate=settings.rate_limit,
-            burst=settings.rate_burst,
-            now=request.app[keys.CLOCK](),
-        )
-        if not allowed:
-            retry = max(1, math.ceil(1 / settings.rate_limit))
-            raise ApiError(
-                429,
-                "rate_limited",
-                f"more than {settings.rate_limit:g} requests/s from your address",
-                headers={"Retry-After": str(retry)},
-            )
-    return await handler(request)
 
 
 async def admit(request: web.Request, peer_id: str, ttl: float) -> None:

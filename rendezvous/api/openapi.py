@@ -165,11 +165,34 @@ PATHS: dict[str, dict[str, Any]] = {
 }
 
 
+def _with_tenant_tokens(paths: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every ``/v1`` operation but the relays' heartbeat acts in the namespace of the
+    request's bearer token (a tenant's API key or JWT), or in the public one without it
+    (a 401 on servers run with ``--no-public``); each credential is rate-limited (429),
+    and a token's ``swarms`` claim may close a swarm (403)."""
+    described: dict[str, dict[str, Any]] = {}
+    for path, operations in paths.items():
+        described[path] = {}
+        for method, operation in operations.items():
+            if path.startswith("/v1/") and not path.startswith("/v1/relays/"):
+                own = operation.get("security", [{}])
+                operation = {
+                    **operation,
+                    "security": [{**s, "tenantToken": []} for s in own] + own,
+                    "responses": {
+                        **operation["responses"],
+                        **_errors(401, 429, *((403,) if "{swarm}" in path else ())),
+                    },
+                }
+            described[path][method] = operation
+    return described
+
+
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "natkit rendezvous", "version": __version__},
-        "paths": PATHS,
+        "paths": _with_tenant_tokens(PATHS),
         "components": {
             "schemas": {
                 "Error": _ERROR,
@@ -177,6 +200,12 @@ def document() -> dict[str, Any]:
                 "Heartbeat": Heartbeat.model_json_schema(),
             },
             "securitySchemes": {
+                "tenantToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a tenant's API key or JWT (rendezvous.tenants); on "
+                    "/v1/ws also as ?token=",
+                },
                 "peerSignature": {
                     "type": "apiKey",
                     "in": "header",

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from client_sdk.identity import b64encode
 from rendezvous import keys
+from rendezvous.api.access import store_swarm
 from rendezvous.api.auth import signed_peer
 from rendezvous.api.errors import ApiError
 from rendezvous.api.limits import admit
@@ -25,11 +26,6 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
     if not text.isdigit() or not low <= int(text) <= high:
         raise ApiError(400, "invalid", f"{name}: an integer from {low} to {high}")
     return int(text)
-
-
-def store_swarm(swarm: str) -> str:
-    """The store's name of a /v1 swarm: its own namespace, apart from BitTorrent's."""
-    return "p:" + swarm
 
 
 def _peer_json(record: PeerRecord, now: float) -> dict[str, Any]:
@@ -52,6 +48,7 @@ async def challenge(request: web.Request) -> web.Response:
 @routes.put("/v1/swarms/{swarm:[^/]+}/peers/{peer_id:[^/]+}")
 async def join(request: web.Request) -> web.Response:
     swarm = check_swarm(request.match_info["swarm"])
+    name = store_swarm(request, swarm)  # 403 before anything is read or written
     peer_id = check_peer_id(request.match_info["peer_id"])
     signer, public_key = await signed_peer(request)
     if signer != peer_id:
@@ -78,7 +75,7 @@ async def join(request: web.Request) -> web.Response:
     data = json.dumps(record, separators=(",", ":")).encode()
     now = request.app[keys.CLOCK]()
     announced = await request.app[keys.STORE].announce(
-        store_swarm(swarm),
+        name,
         now=now,
         register=Registration(peer_id, data, float(ttl), body.seeder),
         capacity=settings.swarm_capacity,
@@ -94,12 +91,13 @@ async def join(request: web.Request) -> web.Response:
 @routes.delete("/v1/swarms/{swarm:[^/]+}/peers/{peer_id:[^/]+}")
 async def leave(request: web.Request) -> web.Response:
     swarm = check_swarm(request.match_info["swarm"])
+    name = store_swarm(request, swarm)  # 403 before anything is read or written
     peer_id = check_peer_id(request.match_info["peer_id"])
     signer, _ = await signed_peer(request)
     if signer != peer_id:
         raise ApiError(403, "forbidden", "a peer can only remove itself")
     now = request.app[keys.CLOCK]()
-    await request.app[keys.STORE].announce(store_swarm(swarm), now=now, leave=peer_id)
+    await request.app[keys.STORE].announce(name, now=now, leave=peer_id)
     return web.Response(status=204)
 
 
@@ -108,6 +106,7 @@ async def peers(request: web.Request) -> web.Response:
     """A random sample (``numwant``, ``exclude``), or with ``cookie`` the registrations
     since the cookie, oldest first (libp2p rendezvous DISCOVER paging)."""
     swarm = check_swarm(request.match_info["swarm"])
+    name = store_swarm(request, swarm)  # 403 before anything is read or written
     settings = request.app[keys.SETTINGS]
     store = request.app[keys.STORE]
     now = request.app[keys.CLOCK]()
@@ -116,7 +115,7 @@ async def peers(request: web.Request) -> web.Response:
         if cookie and not cookie.isdigit():
             raise ApiError(400, "invalid", "cookie: pass back the cookie of the last answer")
         limit = _int_param(request, "limit", settings.default_numwant, 1, settings.max_numwant)
-        page = await store.page(store_swarm(swarm), cookie=cookie, limit=limit, now=now)
+        page = await store.page(name, cookie=cookie, limit=limit, now=now)
         return web.json_response(
             {"peers": [_peer_json(p, now) for p in page.peers], "cookie": page.cookie}
         )
@@ -124,7 +123,7 @@ async def peers(request: web.Request) -> web.Response:
     exclude = request.query.get("exclude")
     if exclude is not None:
         check_peer_id(exclude, "exclude")
-    announced = await store.announce(store_swarm(swarm), now=now, want=want, exclude=exclude)
+    announced = await store.announce(name, now=now, want=want, exclude=exclude)
     return web.json_response(
         {"peers": [_peer_json(p, now) for p in announced.peers], "total": announced.stats.peers}
     )
@@ -133,8 +132,9 @@ async def peers(request: web.Request) -> web.Response:
 @routes.get("/v1/swarms/{swarm:[^/]+}")
 async def stats(request: web.Request) -> web.Response:
     swarm = check_swarm(request.match_info["swarm"])
+    name = store_swarm(request, swarm)  # 403 before anything is read or written
     now = request.app[keys.CLOCK]()
-    [found] = await request.app[keys.STORE].stats([store_swarm(swarm)], now=now)
+    [found] = await request.app[keys.STORE].stats([name], now=now)
     return web.json_response(
         {"swarm": swarm, "peers": found.peers, "seeders": found.seeders, "leechers": found.leechers}
     )

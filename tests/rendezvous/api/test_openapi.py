@@ -31,3 +31,11 @@ async def test_every_route_is_described_and_nothing_else() -> None:
     for path, operations in doc["paths"].items():
         for operation in operations.values():
             assert operation["responses"], path
+    # Tenant tokens: optional on every /v1 route but the relays' heartbeat.
+    assert doc["components"]["securitySchemes"]["tenantToken"]["scheme"] == "bearer"
+    stats = doc["paths"]["/v1/swarms/{swarm}"]["get"]
+    assert stats["security"] == [{"tenantToken": []}, {}]
+    assert {"401", "403", "429"} <= set(stats["responses"])
+    join = doc["paths"]["/v1/swarms/{swarm}/peers/{peer_id}"]["put"]
+    assert join["security"] == [{"peerSignature": [], "tenantToken": []}, {"peerSignature": []}]
+    assert "tenantToken" not in str(doc["paths"]["/v1/relays/{relay_id}"])

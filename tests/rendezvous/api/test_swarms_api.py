@@ -40,11 +40,14 @@ async def signed(
     body: dict[str, Any] | None = None,
     *,
     tamper: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Any:
-    challenge = (await (await client.get("/v1/challenge")).json())["challenge"]
+    extra = headers or {}
+    challenge = (await (await client.get("/v1/challenge", headers=extra)).json())["challenge"]
     raw = json.dumps(body).encode() if body is not None else b""
     signature = identity.sign(*request_fields(method, path, raw, challenge))
     headers = {
+        **extra,
         KEY_HEADER: b64encode(identity.public_key),
         CHALLENGE_HEADER: challenge,
         SIGNATURE_HEADER: b64encode(signature),

@@ -1,0 +1,167 @@
+"""Tenants over HTTP, on memory and Redis: each tenant's swarms are its own, a token's
+``swarms`` claim closes the others (403, nothing written), ``--no-public`` turns away
+anonymous requests (401 with WWW-Authenticate), and each credential has its own rate
+limit."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from client_sdk.identity import Identity
+from rendezvous.app import create_app
+from rendezvous.settings import RendezvousSettings
+from tests.rendezvous.api.test_swarms_api import error_of, join_body, signed
+
+NOW = 1_800_000_000.0
+SECRET = "j" * 40
+ACME_KEY = "acme-key-1"
+GLOBEX_KEY = "globex-key-1"
+
+Client = TestClient[Any, Any]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def token(**claims: Any) -> str:
+    return jwt.encode({"iss": "acme", "exp": NOW + 600, **claims}, SECRET, algorithm="HS256")
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def servers(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[Client, Client, list[float]]]:
+    """(a public server, a tenants-only server), on one store, sharing a clock."""
+    store = "memory" if request.param == "memory" else request.getfixturevalue("redis_url")
+    tenants = {
+        "tenants": {
+            "acme": {
+                "api_keys_sha256": [hashlib.sha256(ACME_KEY.encode()).hexdigest()],
+                "jwt": {"secret": SECRET},
+                "rate_limit": 1,
+                "rate_burst": 3,
+            },
+            "globex": {"api_keys_sha256": [hashlib.sha256(GLOBEX_KEY.encode()).hexdigest()]},
+        }
+    }
+    path = tmp_path / "tenants.json"
+    path.write_text(json.dumps(tenants))
+    now = [NOW]
+    clients = []
+    for public in (True, False):
+        settings = RendezvousSettings(
+            store=store, secret="s", tenants_file=str(path), public=public, rate_limit=100
+        )
+        client = TestClient(TestServer(create_app(settings, clock=lambda: now[0])))
+        await client.start_server()
+        clients.append(client)
+    try:
+        yield clients[0], clients[1], now
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def peers_seen(client: Client, swarm: str, headers: dict[str, str]) -> int:
+    response = await client.get(f"/v1/swarms/{swarm}", headers=headers)
+    assert response.status == 200
+    count: int = (await response.json())["peers"]
+    return count
+
+
+async def test_each_tenant_has_its_own_swarms(
+    servers: tuple[Client, Client, list[float]],
+) -> None:
+    public, _, now = servers
+    peer = Identity.generate()
+    path = f"/v1/swarms/room/peers/{peer.peer_id}"
+    joined = await signed(public, peer, "PUT", path, join_body(), headers=bearer(ACME_KEY))
+    assert joined.status == 201
+    now[0] += 1
+    assert await peers_seen(public, "room", bearer(ACME_KEY)) == 1
+    assert await peers_seen(public, "room", bearer(token())) == 1  # acme's token: same tenant
+    assert await peers_seen(public, "room", {}) == 0  # the public namespace
+    assert await peers_seen(public, "room", bearer(GLOBEX_KEY)) == 0
+    listed = await public.get("/v1/swarms/room/peers", headers=bearer(GLOBEX_KEY))
+    assert (await listed.json())["peers"] == []
+    # The same peer joins the public swarm of that name separately.
+    assert (await signed(public, peer, "PUT", path, join_body())).status == 201
+
+
+async def test_a_tokens_swarms_claim_closes_the_others(
+    servers: tuple[Client, Client, list[float]],
+) -> None:
+    public, _, now = servers
+    peer = Identity.generate()
+    limited = bearer(token(swarms=["room-*"]))
+    path = f"/v1/swarms/lobby/peers/{peer.peer_id}"
+    refused = await signed(public, peer, "PUT", path, join_body(), headers=limited)
+    assert await error_of(refused) == (403, "forbidden", "your token does not open swarm lobby")
+    now[0] += 2
+    assert await peers_seen(public, "lobby", bearer(ACME_KEY)) == 0  # nothing written
+    assert (await public.get("/v1/swarms/lobby", headers=limited)).status == 403
+    now[0] += 2
+    assert (await public.get("/v1/swarms/room-1", headers=limited)).status == 200
+
+
+async def test_no_public_namespace(servers: tuple[Client, Client, list[float]]) -> None:
+    _, private, _ = servers
+    anonymous = await private.get("/v1/swarms/room")
+    assert anonymous.headers["WWW-Authenticate"] == "Bearer"
+    status, code, _ = await error_of(anonymous)
+    assert (status, code) == (401, "unauthenticated")
+    assert (await private.get("/v1/turn-credentials")).status == 401
+    assert (await private.get("/announce?info_hash=x")).status == 401
+    for open_path in ("/livez", "/metrics", "/openapi.json"):
+        assert (await private.get(open_path)).status == 200
+    assert (await private.get("/v1/swarms/room", headers=bearer(GLOBEX_KEY))).status == 200
+
+
+async def test_bad_credentials_are_401(servers: tuple[Client, Client, list[float]]) -> None:
+    public, _, now = servers
+    cases = [
+        ({"Authorization": "Basic YWxhZGRpbjpvcGVu"}, "invalid_request", "Bearer scheme"),
+        ({"Authorization": "Bearer"}, "invalid_request", "Bearer scheme"),
+        (bearer("not-a-key"), "invalid_token", "unknown API key"),
+        (bearer(token(exp=NOW - 100)), "invalid_token", "expired"),
+    ]
+    for headers, error, message in cases:
+        response = await public.get("/v1/swarms/room", headers=headers)
+        assert response.headers["WWW-Authenticate"] == f'Bearer error="{error}"'
+        status, code, text = await error_of(response)
+        assert (status, code) == (401, "unauthenticated")
+        assert message in text
+        now[0] += 1
+
+
+async def test_each_credential_has_its_own_rate_limit(
+    servers: tuple[Client, Client, list[float]],
+) -> None:
+    public, _, now = servers
+    statuses = [
+        (await public.get("/v1/swarms/s", headers=bearer(ACME_KEY))).status for _ in range(4)
+    ]
+    assert statuses == [200, 200, 200, 429]  # acme: 1/s, bursts of 3
+    refused = await public.get("/v1/swarms/s", headers=bearer(ACME_KEY))
+    assert (await error_of(refused))[2] == "more than 1 requests/s from your key"
+    # A token of the same tenant, another credential; anonymous requests, the IP's bucket.
+    assert (await public.get("/v1/swarms/s", headers=bearer(token(sub="u1")))).status == 200
+    assert (await public.get("/v1/swarms/s")).status == 200
+    now[0] += 1
+    assert (await public.get("/v1/swarms/s", headers=bearer(ACME_KEY))).status == 200
+
+
+async def test_a_bad_tenants_file_stops_the_server(tmp_path: Path) -> None:
+    path = tmp_path / "tenants.json"
+    path.write_text('{"tenants": {"a": {"jwt": {"secret": "short"}}}}')
+    with pytest.raises(ValueError, match=r"tenants\.a\.jwt\.secret"):
+        create_app(RendezvousSettings(tenants_file=str(path)))
