@@ -9,6 +9,9 @@ from: a client-supplied IP is never trusted (anyone could point a swarm at a thi
 
 from __future__ import annotations
 
+from operator import attrgetter
+from typing import Final, NamedTuple
+
 from rendezvous.bittorrent.addresses import packed_ip
 from rendezvous.bittorrent.announce import (
     Event,
@@ -17,7 +20,8 @@ from rendezvous.bittorrent.announce import (
     parse_compact_peers,
 )
 from rendezvous.settings import RendezvousSettings
-from rendezvous.store import Announced, PeerRecord, Registration, Store
+from rendezvous.store import Announced, PeerRecord, Registration, Store, SwarmStats
+from rendezvous.store.memory import MemoryStore
 
 
 def swarm_of(info_hash: bytes) -> str:
@@ -31,10 +35,16 @@ def source_address(remote: str | None) -> bytes | None:
 
 def compact_peers(records: tuple[PeerRecord, ...]) -> tuple[bytes, bytes]:
     """(IPv4, IPv6) compact entries of ``records``, straight from the stored bytes."""
-    v4 = [r.data for r in records if len(r.data) == 6]
-    if len(v4) == len(records):
-        return b"".join(v4), b""
-    return b"".join(v4), b"".join([r.data for r in records if len(r.data) == 18])
+    joined = b"".join(map(_DATA, records))  # no Python step per peer
+    if len(joined) == 6 * len(records):  # all IPv4 (a 6-byte entry is IPv4, 18 IPv6)
+        return joined, b""
+    if len(joined) == 18 * len(records):
+        return b"", joined
+    v4 = b"".join([r.data for r in records if len(r.data) == 6])
+    return v4, b"".join([r.data for r in records if len(r.data) == 18])
+
+
+_DATA: Final = attrgetter("data")
 
 
 def tracker_peer(record: PeerRecord) -> TrackerPeer:
@@ -43,8 +53,19 @@ def tracker_peer(record: PeerRecord) -> TrackerPeer:
     return TrackerPeer(ip, port, bytes.fromhex(record.peer_id))
 
 
-async def announce(
-    store: Store,
+class StoreAnnounce(NamedTuple):
+    """The ``Store.announce`` call one tracker announce makes (``plan``)."""
+
+    swarm: str
+    register: Registration | None
+    leave: str | None
+    completed: bool
+    want: int
+    exclude: str
+    capacity: int
+
+
+def plan(
     settings: RendezvousSettings,
     *,
     info_hash: bytes,
@@ -54,8 +75,7 @@ async def announce(
     left: int,
     event: Event,
     numwant: int | None,
-    now: float,
-) -> Announced:
+) -> StoreAnnounce:
     """Register (or, on ``stopped``, remove) the peer at ``address`` (packed, from
     ``source_address``) and ``port`` and sample the others (``numwant`` None: the
     tracker's default)."""
@@ -67,18 +87,49 @@ async def announce(
         ttl = float(min(settings.max_ttl, 2 * settings.announce_interval))
         register = Registration(peer_key, address + port.to_bytes(2, "big"), ttl, left == 0)
     wanted = settings.default_numwant if numwant is None else numwant
-    return await store.announce(
+    return StoreAnnounce(
         swarm_of(info_hash),
-        now=now,
-        register=register,
-        leave=peer_key if stopped else None,
-        completed=event == Event.COMPLETED,
-        want=0 if stopped else min(settings.max_numwant, wanted),
-        exclude=peer_key,
-        capacity=settings.swarm_capacity,
+        register,
+        peer_key if stopped else None,
+        event == Event.COMPLETED,
+        0 if stopped else min(settings.max_numwant, wanted),
+        peer_key,
+        settings.swarm_capacity,
     )
+
+
+async def announce(store: Store, call: StoreAnnounce, now: float) -> Announced:
+    """Run a ``plan`` on any store."""
+    return await store.announce(
+        call.swarm,
+        now=now,
+        register=call.register,
+        leave=call.leave,
+        completed=call.completed,
+        want=call.want,
+        exclude=call.exclude,
+        capacity=call.capacity,
+    )
+
+
+def announce_now(store: MemoryStore, call: StoreAnnounce, now: float) -> Announced:
+    """Run a ``plan`` on the in-process store, without a coroutine."""
+    return store.announce_now(
+        call.swarm,
+        now=now,
+        register=call.register,
+        leave=call.leave,
+        completed=call.completed,
+        want=call.want,
+        exclude=call.exclude,
+        capacity=call.capacity,
+    )
+
+
+def scrape_entry(stats: SwarmStats) -> ScrapeEntry:
+    return ScrapeEntry(stats.seeders, stats.downloaded, stats.leechers)
 
 
 async def scrape(store: Store, info_hashes: tuple[bytes, ...], now: float) -> list[ScrapeEntry]:
     stats = await store.stats([swarm_of(h) for h in info_hashes], now=now)
-    return [ScrapeEntry(s.seeders, s.downloaded, s.leechers) for s in stats]
+    return [scrape_entry(s) for s in stats]

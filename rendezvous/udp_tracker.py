@@ -36,7 +36,8 @@ from rendezvous.bittorrent.udp import (
     peek_transaction_id,
 )
 from rendezvous.settings import RendezvousSettings
-from rendezvous.store import Announced, Store, StoreError
+from rendezvous.store import Announced, Store, StoreError, SwarmStats
+from rendezvous.store.memory import MemoryStore
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +71,12 @@ class UdpTracker:
             return ErrorResponse(request.transaction_id, "connection id expired").encode()
         return request
 
-    async def announce(
-        self, store: Store, request: AnnounceRequest, addr: Address, now: float
-    ) -> Announced | None:
-        """Run a validated announce on ``store`` (None: the source is not an IP)."""
+    def plan(self, request: AnnounceRequest, addr: Address) -> torrents.StoreAnnounce | None:
+        """The store call of a validated announce (None: the source is not an IP)."""
         address = torrents.source_address(addr[0])
         if address is None:
             return None
-        return await torrents.announce(
-            store,
+        return torrents.plan(
             self.settings,
             info_hash=request.info_hash,
             peer_id=request.peer_id,
@@ -87,7 +85,6 @@ class UdpTracker:
             left=request.left,
             event=request.event,
             numwant=None if request.num_want < 0 else request.num_want,
-            now=now,
         )
 
     def answer_announce(self, request: AnnounceRequest, announced: Announced) -> bytes:
@@ -103,8 +100,9 @@ class UdpTracker:
         ).encode(ipv6=self.ipv6)
 
     @staticmethod
-    def answer_scrape(request: ScrapeRequest, entries: list[torrents.ScrapeEntry]) -> bytes:
-        return ScrapeResponse(request.transaction_id, tuple(entries)).encode()
+    def answer_scrape(request: ScrapeRequest, stats: list[SwarmStats]) -> bytes:
+        entries = tuple(torrents.scrape_entry(s) for s in stats)
+        return ScrapeResponse(request.transaction_id, entries).encode()
 
 
 Batch = list[tuple[AnnounceRequest | ScrapeRequest, Address]]
@@ -140,6 +138,8 @@ class UdpTrackerSocket:
         self.pending: set[asyncio.Task[None]] = set()
         self.queued: Batch = []
         self.in_flight = 0  # requests queued or in a running batch
+        # The in-process store answers at once: no task, no coroutine per request.
+        self._local = store if isinstance(store, MemoryStore) else None
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.DatagramTransport | None = None
         self._dataplane = (
@@ -173,16 +173,35 @@ class UdpTrackerSocket:
         dataplane.flush(0)
 
     def received(self, data: bytes, addr: Address) -> None:
-        result = self.tracker.handle(data, addr, self.clock())
+        now = self.clock()
+        result = self.tracker.handle(data, addr, now)
         if result is None:
             return
         if isinstance(result, bytes):
             self.send(result, addr)
+        elif self._local is not None:
+            self.send(self._answer_now(self._local, result, addr, now), addr)
         elif self.in_flight < MAX_PENDING:
             if not self.queued:
                 self._loop.call_soon(self._start_batch)
             self.queued.append((result, addr))
             self.in_flight += 1
+
+    def _answer_now(
+        self,
+        store: MemoryStore,
+        request: AnnounceRequest | ScrapeRequest,
+        addr: Address,
+        now: float,
+    ) -> bytes:
+        tracker = self.tracker
+        if isinstance(request, ScrapeRequest):
+            stats = store.stats_now([torrents.swarm_of(h) for h in request.info_hashes], now=now)
+            return tracker.answer_scrape(request, stats)
+        call = tracker.plan(request, addr)
+        if call is None:
+            return b""
+        return tracker.answer_announce(request, torrents.announce_now(store, call, now))
 
     def _start_batch(self) -> None:
         batch, self.queued = self.queued, []
@@ -192,11 +211,7 @@ class UdpTrackerSocket:
 
     async def _serve_batch(self, batch: Batch) -> None:
         try:
-            if self.store.in_process:
-                for request, addr in batch:
-                    await self._serve(request, addr)
-            else:
-                await asyncio.gather(*(self._serve(request, addr) for request, addr in batch))
+            await asyncio.gather(*(self._serve(request, addr) for request, addr in batch))
         finally:
             self.in_flight -= len(batch)
 
@@ -204,19 +219,21 @@ class UdpTrackerSocket:
         tracker = self.tracker
         try:
             if isinstance(request, AnnounceRequest):
-                announced = await tracker.announce(self.store, request, addr, self.clock())
-                if announced is not None:
+                call = tracker.plan(request, addr)
+                if call is not None:
+                    announced = await torrents.announce(self.store, call, self.clock())
                     self.send(tracker.answer_announce(request, announced), addr)
             else:
-                entries = await torrents.scrape(self.store, request.info_hashes, self.clock())
-                self.send(tracker.answer_scrape(request, entries), addr)
+                swarms = [torrents.swarm_of(h) for h in request.info_hashes]
+                stats = await self.store.stats(swarms, now=self.clock())
+                self.send(tracker.answer_scrape(request, stats), addr)
         except StoreError as exc:
             log.warning("udp tracker: store unavailable: %s", exc)
             message = "tracker store unavailable, retry later"
             self.send(ErrorResponse(request.transaction_id, message).encode(), addr)
 
     def send(self, payload: bytes, addr: Address) -> None:
-        if self._closed:
+        if self._closed or not payload:
             return
         dataplane = self._dataplane
         if dataplane is None:

@@ -37,8 +37,7 @@ async def announce(request: web.Request) -> web.Response:
         return _bencoded(failure("cannot tell your address"))
     app = request.app
     settings = app[keys.SETTINGS]
-    announced = await torrents.announce(
-        app[keys.STORE],
+    call = torrents.plan(
         settings,
         info_hash=req.info_hash,
         peer_id=req.peer_id,
@@ -47,8 +46,8 @@ async def announce(request: web.Request) -> web.Response:
         left=req.left,
         event=req.event,
         numwant=req.numwant,
-        now=app[keys.CLOCK](),
     )
+    announced = await torrents.announce(app[keys.STORE], call, app[keys.CLOCK]())
     if announced.full:
         return _bencoded(failure("this torrent has too many peers"))
     compact4, compact6 = torrents.compact_peers(announced.peers) if req.compact else (b"", b"")

@@ -73,10 +73,6 @@ class RelayRecord:
 
 
 class Store(Protocol):
-    in_process: bool
-    """True when operations complete without I/O (the memory store): a caller may run
-    many of them one after the other in one task instead of concurrently."""
-
     async def announce(
         self,
         swarm: str,

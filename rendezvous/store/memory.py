@@ -125,9 +125,9 @@ class _Swarm:
 
 
 class MemoryStore:
-    """``Store`` in this process's memory."""
-
-    in_process = True
+    """``Store`` in this process's memory. Its operations never wait, so besides the
+    ``Store`` coroutines it offers them as plain calls (``announce_now``, ``stats_now``)
+    for hot paths that would otherwise pay for a coroutine (the UDP tracker)."""
 
     def __init__(self, *, keep: float = 3600.0) -> None:
         self._keep = keep
@@ -147,6 +147,29 @@ class MemoryStore:
         return state
 
     async def announce(
+        self,
+        swarm: str,
+        *,
+        now: float,
+        register: Registration | None = None,
+        leave: str | None = None,
+        completed: bool = False,
+        want: int = 0,
+        exclude: str | None = None,
+        capacity: int = 0,
+    ) -> Announced:
+        return self.announce_now(
+            swarm,
+            now=now,
+            register=register,
+            leave=leave,
+            completed=completed,
+            want=want,
+            exclude=exclude,
+            capacity=capacity,
+        )
+
+    def announce_now(
         self,
         swarm: str,
         *,
@@ -202,6 +225,9 @@ class MemoryStore:
         return Page(peers, str(chosen[-1][1] if chosen else max(after, 0)))
 
     async def stats(self, swarms: list[str], *, now: float) -> list[SwarmStats]:
+        return self.stats_now(swarms, now=now)
+
+    def stats_now(self, swarms: list[str], *, now: float) -> list[SwarmStats]:
         result = []
         for swarm in swarms:
             state = self._live(swarm, now)

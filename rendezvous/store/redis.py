@@ -52,8 +52,6 @@ def _records(flat: Sequence[Any]) -> tuple[PeerRecord, ...]:
 class RedisStore:
     """``Store`` on ``redis://host:port/db`` or, with ``cluster``, a Redis Cluster."""
 
-    in_process = False
-
     def __init__(
         self, url: str, *, cluster: bool = False, keep: float = 3600.0, timeout: float = 5.0
     ) -> None:
