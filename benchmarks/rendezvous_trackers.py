@@ -21,8 +21,7 @@ Run::
     .venv/bin/python benchmarks/rendezvous_trackers.py              # ~1.5 min
     .venv/bin/python benchmarks/rendezvous_trackers.py --rounds 5 --seconds 5 --json
 
-(Not ``benchmarks/rendezvous.py``: a script of that name would shadow the ``rendezvous``
-package when run from this folder.)
+``benchmarks/rendezvous.py`` runs this and the signaling benchmark in one command.
 
 All traffic stays on loopback; every child is bounded by ``timeout`` and killed at exit.
 """

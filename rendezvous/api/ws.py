@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from aiohttp import WSMsgType, web
@@ -52,8 +51,15 @@ async def _hello(ws: web.WebSocketResponse, request: web.Request) -> tuple[str, 
 
 @routes.get("/v1/ws")
 async def websocket(request: web.Request) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=protocol.MAX_FRAME_BYTES)
+    # No permessage-deflate: signals are small, and a zlib stream per socket costs far more
+    # memory than a whole idle socket otherwise does (the Connection writes plain frames).
+    ws = web.WebSocketResponse(
+        heartbeat=HEARTBEAT, max_msg_size=protocol.MAX_FRAME_BYTES, compress=False
+    )
     await ws.prepare(request)
+    transport = request.transport
+    if transport is None:  # the peer left during the upgrade
+        return ws
     try:
         hello = await _hello(ws, request)
     except TimeoutError:
@@ -68,31 +74,33 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         return ws
     hub = request.app[keys.HUB]
     signals = request.app[keys.METRICS].signals
-    connection = Connection(ws, peer_id, request.app[keys.SETTINGS].signal_queue)
-    pinging: asyncio.Task[None] | None = None
+    relayed, unreachable = signals.labels("relayed"), signals.labels("unreachable")
+    connection = Connection(ws, transport, peer_id, request.app[keys.SETTINGS].signal_queue)
     try:
         await hub.register(connection)
         connection.push(json.dumps({"type": "welcome", "peer_id": peer_id}))
-        pinging = asyncio.create_task(_pings(connection))
+        connection.start_pings(PING_INTERVAL)
         async for message in ws:
             if message.type != WSMsgType.TEXT:
                 continue  # binary frames carry nothing in this protocol
-            await _relay(hub, signals, connection, message.data)
+            fast = protocol.fast_signal(message.data, peer_id)
+            if fast is None:
+                await _relay(hub, signals, connection, message.data)
+                continue
+            to, message_id, payload = fast
+            if await hub.send(to, payload):
+                relayed.inc()
+            else:
+                unreachable.inc()
+                connection.push(
+                    protocol.error("unreachable", f"{to} is not connected", to=to, id=message_id)
+                )
     except StoreError:
         connection.push(protocol.error("unavailable", "signaling is unavailable"))
     finally:
-        if pinging is not None:
-            pinging.cancel()
         await hub.unregister(connection)
         await connection.stop()
     return ws
-
-
-async def _pings(connection: Connection) -> None:
-    """Measure the socket's round trip now and every ``PING_INTERVAL`` (for punching)."""
-    while True:
-        connection.ping()
-        await asyncio.sleep(PING_INTERVAL)
 
 
 async def _relay(hub: Hub, signals: Counter, connection: Connection, text: str) -> None:

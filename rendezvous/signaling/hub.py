@@ -1,8 +1,11 @@
 """This instance's signaling sockets, and the bus between instances.
 
-Each socket has a bounded outbound queue drained by its own task: a peer that reads too
-slowly fills it and is closed (1013, try again later) instead of growing memory. A second
-socket of the same peer replaces the first (closed with 4000).
+A socket costs little while idle (a signaling server holds many): no task or queue of its
+own. What it is sent is framed and written straight to its transport, coalesced into one
+write per event-loop turn; a peer that reads too slowly, so that more than ``limit``
+messages go out while its transport's buffer is over the high-water mark, is closed (1013,
+try again later) instead of growing memory. A second socket of the same peer replaces the
+first (closed with 4000).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import contextlib
 import json
 import logging
 import secrets
+import struct
 import time
 
 from aiohttp import WSCloseCode, web
@@ -21,18 +25,59 @@ from rendezvous.signaling.bus import Bus
 log = logging.getLogger(__name__)
 
 REPLACED = 4000
+_TEXT = 0x81  # FIN + text opcode
+_LEN2 = struct.Struct("!BBH").pack
+_LEN3 = struct.Struct("!BBQ").pack
+
+
+def _text_header(size: int) -> bytes:
+    """An unmasked (server-to-client) text frame's header, RFC 6455 section 5.2."""
+    if size < 126:
+        return bytes((_TEXT, size))
+    if size < 65536:
+        return _LEN2(_TEXT, 126, size)
+    return _LEN3(_TEXT, 127, size)
 
 
 class Connection:
-    def __init__(self, ws: web.WebSocketResponse, peer_id: str, limit: int) -> None:
+    __slots__ = (
+        "_backlog",
+        "_closing",
+        "_high_water",
+        "_limit",
+        "_loop",
+        "_pending",
+        "_ping",
+        "_pinger",
+        "_transport",
+        "peer_id",
+        "rtt_ms",
+        "ws",
+    )
+
+    def __init__(
+        self, ws: web.WebSocketResponse, transport: asyncio.Transport, peer_id: str, limit: int
+    ) -> None:
+        """``transport``: the socket's, once ``ws`` is prepared (``request.transport``).
+        ``ws`` must not compress (its frames are written here, uncompressed)."""
         self.ws = ws
         self.peer_id = peer_id
-        self._queue: asyncio.Queue[str] = asyncio.Queue(limit)
-        self._sender = asyncio.create_task(self._send_all())
+        self._transport = transport
+        self._loop = asyncio.get_running_loop()
+        self._limit = limit
+        self._high_water = transport.get_write_buffer_limits()[1]
+        self._backlog = 0  # messages written while the buffer was over the high water
+        self._pending: list[bytes] | None = None  # frame parts for this loop turn's write
         self._closing: asyncio.Task[bool] | None = None
         # Round trip to the peer over this socket, measured with ping/pong (punching).
         self.rtt_ms: float | None = None
         self._ping: tuple[str, float] | None = None  # (nonce, monotonic time sent)
+        self._pinger: asyncio.TimerHandle | None = None
+
+    def start_pings(self, interval: float) -> None:
+        """Ping now (the round trip punching needs) and every ``interval`` seconds."""
+        self.ping()
+        self._pinger = self._loop.call_later(interval, self.start_pings, interval)
 
     def ping(self) -> None:
         nonce = secrets.token_hex(8)
@@ -47,30 +92,45 @@ class Connection:
         self._ping = None
         self.rtt_ms = sample if self.rtt_ms is None else 0.5 * self.rtt_ms + 0.5 * sample
 
-    def push(self, text: str) -> None:
-        """Queue ``text`` for the peer; a full queue closes a consumer too slow to keep up."""
-        try:
-            self._queue.put_nowait(text)
-        except asyncio.QueueFull:
+    def push(self, message: str | bytes) -> None:
+        """Send ``message`` (JSON text) to the peer, in this loop turn's write."""
+        data = message.encode() if isinstance(message, str) else message
+        pending = self._pending
+        if pending is None:
+            self._pending = [_text_header(len(data)), data]
+            self._loop.call_soon(self._flush)
+        else:
+            pending.append(_text_header(len(data)))
+            pending.append(data)
+
+    def _flush(self) -> None:
+        parts, self._pending = self._pending, None
+        transport = self._transport
+        if not parts or self._closing is not None or self.ws.closed or transport.is_closing():
+            return
+        transport.write(b"".join(parts))
+        if transport.get_write_buffer_size() <= self._high_water:
+            self._backlog = 0
+            return
+        self._backlog += len(parts) // 2
+        if self._backlog > self._limit:
             log.info("signaling: %s reads too slowly, closing", self.peer_id)
             self.close(WSCloseCode.TRY_AGAIN_LATER, b"too slow")
 
     def close(self, code: int, message: bytes) -> None:
+        """Start the closing handshake. No drain: a peer that does not read would hold it
+        forever (the close frame queues behind what it has not read; aiohttp then waits a
+        bounded time for the peer's answer)."""
         if self._closing is None:
-            self._closing = asyncio.create_task(self.ws.close(code=code, message=message))
-
-    async def _send_all(self) -> None:
-        while True:
-            text = await self._queue.get()
-            try:
-                await self.ws.send_str(text)
-            except (ConnectionError, RuntimeError):
-                return  # the socket is closing
+            closing = self.ws.close(code=code, message=message, drain=False)
+            self._closing = asyncio.create_task(closing)
 
     async def stop(self) -> None:
-        self._sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._sender
+        """The socket is done: send what is pending, stop pinging, finish closing."""
+        if self._pinger is not None:
+            self._pinger.cancel()
+        if self._pending is not None:
+            self._flush()
         if self._closing is not None:
             with contextlib.suppress(Exception):
                 await self._closing
@@ -87,7 +147,7 @@ class Hub:
     def _deliver(self, peer_id: str, payload: bytes) -> None:
         connection = self.local.get(peer_id)
         if connection is not None:
-            connection.push(payload.decode())
+            connection.push(payload)
 
     async def register(self, connection: Connection) -> None:
         previous = self.local.get(connection.peer_id)
