@@ -272,5 +272,10 @@ class Access:
     def allows(self, swarm: str) -> bool:
         return self.grant is None or self.grant.allows(swarm)
 
+    def address(self, peer_id: str) -> str:
+        """Where a signaling socket of ``peer_id`` in this namespace is reached: the same
+        peer id in two namespaces is two addresses, so signals never cross tenants."""
+        return peer_id if self.tenant is None else f"t:{self.tenant}/{peer_id}"
+
 
 PUBLIC: Final = Access()

@@ -14,6 +14,7 @@ from rendezvous.api.errors import validation_message
 from rendezvous.signaling import protocol, punch
 from rendezvous.signaling.hub import Connection, Hub
 from rendezvous.store import StoreError
+from rendezvous.tenants import Access
 
 routes = web.RouteTableDef()
 
@@ -75,7 +76,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     hub = request.app[keys.HUB]
     signals = request.app[keys.METRICS].signals
     relayed, unreachable = signals.labels("relayed"), signals.labels("unreachable")
-    connection = Connection(ws, transport, peer_id, request.app[keys.SETTINGS].signal_queue)
+    who = request[keys.ACCESS]  # a tenant's peers reach only that tenant's peers
+    limit = request.app[keys.SETTINGS].signal_queue
+    connection = Connection(ws, transport, peer_id, limit, address=who.address(peer_id))
     try:
         await hub.register(connection)
         connection.push(json.dumps({"type": "welcome", "peer_id": peer_id}))
@@ -85,10 +88,10 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 continue  # binary frames carry nothing in this protocol
             fast = protocol.fast_signal(message.data, peer_id)
             if fast is None:
-                await _relay(hub, signals, connection, message.data)
+                await _relay(hub, signals, connection, who, message.data)
                 continue
             to, message_id, payload = fast
-            if await hub.send(to, payload):
+            if await hub.send(who.address(to), payload):
                 relayed.inc()
             else:
                 unreachable.inc()
@@ -103,7 +106,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def _relay(hub: Hub, signals: Counter, connection: Connection, text: str) -> None:
+async def _relay(
+    hub: Hub, signals: Counter, connection: Connection, who: Access, text: str
+) -> None:
     try:
         message = protocol.ClientMessage.validate_json(text)
     except ValidationError as exc:
@@ -131,7 +136,7 @@ async def _relay(hub: Hub, signals: Counter, connection: Connection, text: str) 
     else:
         connection.push(protocol.error("invalid", "already authenticated"))
         return
-    delivered = await hub.send(to, payload)
+    delivered = await hub.send(who.address(to), payload)
     signals.labels("relayed" if delivered else "unreachable").inc()
     if not delivered:
         connection.push(

@@ -1,7 +1,8 @@
 """How a signal reaches the instance that holds its target's WebSocket.
 
-Each instance subscribes to ``nk:peer:<peer_id>`` for every peer connected to it; a signal
-is published there, and the publish tells how many instances received it (0: the target
+Each instance subscribes to ``nk:peer:<address>`` for every peer connected to it (the
+address is the peer id, or ``t:<tenant>/<peer_id>`` in a tenant's namespace, so signals
+never cross tenants); a signal is published there, and the publish tells how many instances received it (0: the target
 is connected nowhere, and the sender gets an explicit error).
 
 ``MemoryBus`` serves one process (the memory store); ``RedisBus`` uses Redis pub/sub. On

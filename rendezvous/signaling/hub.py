@@ -50,18 +50,28 @@ class Connection:
         "_ping",
         "_pinger",
         "_transport",
+        "address",
         "peer_id",
         "rtt_ms",
         "ws",
     )
 
     def __init__(
-        self, ws: web.WebSocketResponse, transport: asyncio.Transport, peer_id: str, limit: int
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        peer_id: str,
+        limit: int,
+        *,
+        address: str | None = None,
     ) -> None:
         """``transport``: the socket's, once ``ws`` is prepared (``request.transport``).
-        ``ws`` must not compress (its frames are written here, uncompressed)."""
+        ``ws`` must not compress (its frames are written here, uncompressed).
+        ``address``: where signals for this peer are sent (``Access.address``: its peer id
+        within its tenant's namespace); the peer id itself by default."""
         self.ws = ws
         self.peer_id = peer_id
+        self.address = peer_id if address is None else address
         self._transport = transport
         self._loop = asyncio.get_running_loop()
         self._limit = limit
@@ -144,26 +154,27 @@ class Hub:
     async def start(self) -> None:
         await self.bus.start(self._deliver)
 
-    def _deliver(self, peer_id: str, payload: bytes) -> None:
-        connection = self.local.get(peer_id)
+    def _deliver(self, address: str, payload: bytes) -> None:
+        connection = self.local.get(address)
         if connection is not None:
             connection.push(payload)
 
     async def register(self, connection: Connection) -> None:
-        previous = self.local.get(connection.peer_id)
+        previous = self.local.get(connection.address)
         if previous is not None:
             previous.close(REPLACED, b"replaced by a newer connection")
-        self.local[connection.peer_id] = connection
-        await self.bus.attach(connection.peer_id)
+        self.local[connection.address] = connection
+        await self.bus.attach(connection.address)
 
     async def unregister(self, connection: Connection) -> None:
-        if self.local.get(connection.peer_id) is connection:
-            del self.local[connection.peer_id]
-            await self.bus.detach(connection.peer_id)
+        if self.local.get(connection.address) is connection:
+            del self.local[connection.address]
+            await self.bus.detach(connection.address)
 
-    async def send(self, peer_id: str, payload: bytes) -> bool:
-        """Deliver to ``peer_id`` on whichever instance holds it; False: nowhere."""
-        return await self.bus.publish(peer_id, payload) > 0
+    async def send(self, address: str, payload: bytes) -> bool:
+        """Deliver to the connection at ``address`` on whichever instance holds it;
+        False: nowhere."""
+        return await self.bus.publish(address, payload) > 0
 
     async def close_all(self, code: int = WSCloseCode.GOING_AWAY) -> None:
         """Close every socket (on shutdown: 1001, going away) and wait for it."""

@@ -68,8 +68,8 @@ async def close_frame(ws: WS) -> aiohttp.WSMessage:
             return message
 
 
-async def connect(client: TestClient[Any, Any], identity: Identity) -> WS:
-    ws = await client.ws_connect("/v1/ws")
+async def connect(client: TestClient[Any, Any], identity: Identity, path: str = "/v1/ws") -> WS:
+    ws = await client.ws_connect(path)
     challenge = await receive(ws)
     assert challenge["type"] == "challenge"
     signature = identity.sign(challenge["challenge"].encode(), WEBSOCKET_HELLO)

@@ -1,7 +1,7 @@
-"""Tenants over HTTP, on memory and Redis: each tenant's swarms are its own, a token's
-``swarms`` claim closes the others (403, nothing written), ``--no-public`` turns away
-anonymous requests (401 with WWW-Authenticate), and each credential has its own rate
-limit."""
+"""Tenants over HTTP, on memory and Redis: each tenant's swarms and signaling peers are
+its own, a token's ``swarms`` claim closes the other swarms (403, nothing written),
+``--no-public`` turns away anonymous requests (401 with WWW-Authenticate), and each
+credential has its own rate limit."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import jwt
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -19,6 +20,7 @@ from client_sdk.identity import Identity
 from rendezvous.app import create_app
 from rendezvous.settings import RendezvousSettings
 from tests.rendezvous.api.test_swarms_api import error_of, join_body, signed
+from tests.rendezvous.test_signaling import connect, receive
 
 NOW = 1_800_000_000.0
 SECRET = "j" * 40
@@ -165,3 +167,36 @@ async def test_a_bad_tenants_file_stops_the_server(tmp_path: Path) -> None:
     path.write_text('{"tenants": {"a": {"jwt": {"secret": "short"}}}}')
     with pytest.raises(ValueError, match=r"tenants\.a\.jwt\.secret"):
         create_app(RendezvousSettings(tenants_file=str(path)))
+
+
+async def test_signals_stay_within_a_namespace(
+    servers: tuple[Client, Client, list[float]],
+) -> None:
+    public, private, _ = servers
+    acme, acme_too, globex, anyone = (Identity.generate() for _ in range(4))
+    acme_ws = await connect(public, acme, f"/v1/ws?token={ACME_KEY}")
+    acme_too_ws = await connect(public, acme_too, f"/v1/ws?token={token(sub='u2')}")
+    globex_ws = await connect(public, globex, f"/v1/ws?token={GLOBEX_KEY}")
+    anyone_ws = await connect(public, anyone)
+    # The same identity in the public namespace too: another address, another socket.
+    acme_public_ws = await connect(public, acme)
+    try:
+        await acme_ws.send_json({"type": "signal", "to": acme_too.peer_id, "data": "hi"})
+        got = await receive(acme_too_ws)
+        assert (got["type"], got["from"], got["data"]) == ("signal", acme.peer_id, "hi")
+        for sender, target in ((acme_ws, globex), (globex_ws, acme_too), (anyone_ws, acme_too)):
+            await sender.send_json({"type": "signal", "to": target.peer_id, "data": "x"})
+            refused = await receive(sender)
+            assert (refused["code"], refused["to"]) == ("unreachable", target.peer_id)
+        await anyone_ws.send_json({"type": "signal", "to": acme.peer_id, "data": "public"})
+        assert (await receive(acme_public_ws))["data"] == "public"
+        await acme_too_ws.send_json({"type": "signal", "to": acme.peer_id, "data": "tenant"})
+        assert (await receive(acme_ws))["data"] == "tenant"
+    finally:
+        for ws in (acme_ws, acme_too_ws, globex_ws, anyone_ws, acme_public_ws):
+            await ws.close()
+    # Without a public namespace, a socket needs a token; a bad one is refused.
+    for path in ("/v1/ws", "/v1/ws?token=wrong"):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused_upgrade:
+            await private.ws_connect(path)
+        assert refused_upgrade.value.status == 401
