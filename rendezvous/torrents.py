@@ -33,9 +33,10 @@ def source_address(remote: str | None) -> bytes | None:
     return None if remote is None else packed_ip(remote)
 
 
-def compact_peers(records: tuple[PeerRecord, ...]) -> tuple[bytes, bytes]:
-    """(IPv4, IPv6) compact entries of ``records``, straight from the stored bytes."""
-    joined = b"".join(map(_DATA, records))  # no Python step per peer
+def compact_peers(announced: Announced) -> tuple[bytes, bytes]:
+    """(IPv4, IPv6) compact entries of the sampled peers, straight from the stored bytes."""
+    records, packed = announced.peers, announced.packed
+    joined = b"".join(map(_DATA, records)) if packed is None else packed
     if len(joined) == 6 * len(records):  # all IPv4 (a 6-byte entry is IPv4, 18 IPv6)
         return joined, b""
     if len(joined) == 18 * len(records):

@@ -90,7 +90,7 @@ class UdpTracker:
     def answer_announce(self, request: AnnounceRequest, announced: Announced) -> bytes:
         if announced.full:
             return ErrorResponse(request.transaction_id, "this torrent has too many peers").encode()
-        v4, v6 = torrents.compact_peers(announced.peers)
+        v4, v6 = torrents.compact_peers(announced)
         return AnnounceResponse(
             request.transaction_id,
             self.settings.announce_interval,

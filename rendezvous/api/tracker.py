@@ -50,7 +50,7 @@ async def announce(request: web.Request) -> web.Response:
     announced = await torrents.announce(app[keys.STORE], call, app[keys.CLOCK]())
     if announced.full:
         return _bencoded(failure("this torrent has too many peers"))
-    compact4, compact6 = torrents.compact_peers(announced.peers) if req.compact else (b"", b"")
+    compact4, compact6 = torrents.compact_peers(announced) if req.compact else (b"", b"")
     response = AnnounceResponse(
         interval=settings.announce_interval,
         min_interval=settings.announce_min_interval,

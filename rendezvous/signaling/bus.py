@@ -2,8 +2,9 @@
 
 Each instance subscribes to ``nk:peer:<address>`` for every peer connected to it (the
 address is the peer id, or ``t:<tenant>/<peer_id>`` in a tenant's namespace, so signals
-never cross tenants); a signal is published there, and the publish tells how many instances received it (0: the target
-is connected nowhere, and the sender gets an explicit error).
+never cross tenants); a signal is published there, and the publish tells how many
+instances received it (0: the target is connected nowhere, and the sender gets an
+explicit error).
 
 ``MemoryBus`` serves one process (the memory store); ``RedisBus`` uses Redis pub/sub. On
 a Redis Cluster every instance uses the same node for pub/sub (the one in the store

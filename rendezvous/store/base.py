@@ -55,6 +55,9 @@ class Announced(NamedTuple):
     stats: SwarmStats = SwarmStats()
     joined: bool = False  # the registration was new (not a refresh)
     full: bool = False  # refused: the swarm is at capacity (a refresh is never refused)
+    # The sampled peers' data concatenated, when the store has it so without reading each
+    # record (the memory store, while a swarm's data all have one length); else None.
+    packed: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,127 +1,22 @@
 """The embedded store: everything in this process's memory (``natkit up``, one instance).
 
 Each operation runs without awaiting, so on one event loop it is atomic like the Redis
-scripts. Random samples cost O(want): peers sit in a list (swap-remove on leave) next to
-the dict that indexes them, so no answer reads the whole swarm.
+scripts. Each swarm is a ``rendezvous.store.swarm.Swarm``: random samples cost O(want),
+no answer reads the whole swarm.
 """
 
 from __future__ import annotations
 
-import heapq
-import random
-from collections import OrderedDict
-from dataclasses import dataclass, field
-
 from rendezvous.store.base import (
     Announced,
     Page,
-    PeerRecord,
     Registration,
     RelayRecord,
     SwarmStats,
 )
+from rendezvous.store.swarm import Swarm
 
 MAX_BUCKETS = 100_000  # idle full buckets are forgotten beyond this
-
-
-@dataclass(slots=True)
-class _Peer:
-    record: PeerRecord  # what answers hand out, as is (immutable: no copy per answer)
-    seeder: bool
-    slot: int  # index in _Swarm.order
-
-
-@dataclass(slots=True)
-class _Swarm:
-    peers: dict[str, _Peer] = field(default_factory=dict)
-    order: list[PeerRecord] = field(default_factory=list)  # for O(1) random picks
-    expiries: list[tuple[float, str]] = field(default_factory=list)  # heap, lazily checked
-    joined: OrderedDict[str, int] = field(default_factory=OrderedDict)  # peer -> sequence
-    sequence: int = 0
-    seeders: int = 0
-    downloaded: int = 0
-    keep_until: float = 0.0  # an empty swarm (and its download count) lasts until then
-
-    def remove(self, peer_id: str) -> bool:
-        peer = self.peers.pop(peer_id, None)
-        if peer is None:
-            return False
-        last = self.order.pop()
-        if last.peer_id != peer_id:  # swap the last one into the hole
-            self.order[peer.slot] = last
-            self.peers[last.peer_id].slot = peer.slot
-        self.joined.pop(peer_id, None)
-        self.seeders -= peer.seeder
-        return True
-
-    def prune(self, now: float) -> None:
-        heap = self.expiries
-        while heap and heap[0][0] <= now:
-            expires, peer_id = heapq.heappop(heap)
-            peer = self.peers.get(peer_id)
-            if peer is not None and peer.record.expires == expires:
-                self.remove(peer_id)
-        if len(heap) > 2 * len(self.peers) + 64:  # drop entries of refreshed peers
-            self.expiries = [(p.record.expires, p.record.peer_id) for p in self.peers.values()]
-            heapq.heapify(self.expiries)
-
-    def put(self, registration: Registration, now: float) -> bool:
-        peer_id = registration.peer_id
-        record = PeerRecord(peer_id, registration.data, now + registration.ttl)
-        peer = self.peers.get(peer_id)
-        new = peer is None
-        if peer is None:
-            # Inside-out Fisher-Yates: the newcomer swaps places with a uniformly chosen
-            # entry (itself included), so ``order`` stays a uniformly random permutation
-            # (swap-remove in ``remove`` keeps it one too).
-            order = self.order
-            slot = int(random.random() * (len(order) + 1))
-            peer = self.peers[peer_id] = _Peer(record, False, slot)
-            if slot == len(order):
-                order.append(record)
-            else:
-                moved = order[slot]
-                order.append(moved)
-                self.peers[moved.peer_id].slot = len(order) - 1
-                order[slot] = record
-        else:
-            peer.record = self.order[peer.slot] = record
-        self.seeders += registration.seeder - peer.seeder
-        peer.seeder = registration.seeder
-        heapq.heappush(self.expiries, (record.expires, peer_id))
-        self.sequence += 1
-        self.joined[peer_id] = self.sequence
-        self.joined.move_to_end(peer_id)
-        return new
-
-    def sample(self, want: int, exclude: str | None) -> tuple[PeerRecord, ...]:
-        """Up to ``want`` distinct peers other than ``exclude``, a uniformly random set.
-
-        ``order`` is a uniformly random permutation, so any run of consecutive entries
-        in it is a uniformly random subset: the answer is the run (wrapping around)
-        from a random start. Picking ``want`` random indices instead costs a Python-level
-        step per peer; a run costs two list slices. (opentracker answers evenly spaced
-        entries from a random start in its address-sorted list; this is closer to a true
-        sample: consecutive runs share peers only when their starts are close.)
-        """
-        order = self.order
-        size = len(order)
-        if size <= want or (size == want + 1 and exclude in self.peers):  # all of them
-            return tuple([r for r in order if r.peer_id != exclude])
-        count = want + 1  # one more, in case the asker is among them
-        start = int(random.random() * size)
-        run = order[start : start + count]
-        if len(run) < count:
-            run += order[: count - len(run)]
-        if exclude is not None and exclude in self.peers:
-            slot = self.peers[exclude].slot
-            if (slot - start) % size < count:
-                run.pop((slot - start) % size)
-                return tuple(run)
-        return tuple(run[:want])
-
-    def stats(self) -> SwarmStats:
-        return SwarmStats(len(self.peers), self.seeders, self.downloaded)
 
 
 class MemoryStore:
@@ -131,13 +26,13 @@ class MemoryStore:
 
     def __init__(self, *, keep: float = 3600.0) -> None:
         self._keep = keep
-        self._swarms: dict[str, _Swarm] = {}
+        self._swarms: dict[str, Swarm] = {}
         self._buckets: dict[str, tuple[float, float]] = {}  # bucket -> (tokens, updated)
         self._relays: dict[str, tuple[bytes, float]] = {}
         # network -> member -> (ip, expiry): registration caps per IP and per /24 or /64
         self._admitted: dict[str, dict[str, tuple[str, float]]] = {}
 
-    def _live(self, swarm: str, now: float) -> _Swarm | None:
+    def _live(self, swarm: str, now: float) -> Swarm | None:
         state = self._swarms.get(swarm)
         if state is not None:
             state.prune(now)
@@ -185,7 +80,7 @@ class MemoryStore:
         joined = full = False
         if register is not None or completed:
             if state is None:
-                state = self._swarms[swarm] = _Swarm()
+                state = self._swarms[swarm] = Swarm()
             if register is not None:
                 if (
                     capacity
@@ -203,8 +98,8 @@ class MemoryStore:
             state.remove(leave)
         if state is None:
             return Announced(full=full)
-        peers = state.sample(want, exclude) if want > 0 else ()
-        announced = Announced(peers, state.stats(), joined, full)
+        peers, packed = state.sample(want, exclude) if want > 0 else ((), None)
+        announced = Announced(peers, state.stats(), joined, full, packed)
         self._live(swarm, now)  # an emptied swarm goes
         return announced
 
