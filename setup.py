@@ -1,4 +1,4 @@
-"""Build of the relay's optional C data plane; everything else is in pyproject.toml."""
+"""Build of the optional C extensions; everything else is in pyproject.toml."""
 
 import sys
 
@@ -18,6 +18,18 @@ ext_modules = (
     ]
     if sys.platform == "linux"
     else []
+)
+# rendezvous.store._peertable: the memory store's swarms in flat arrays (portable C).
+# Optional: without it the memory store keeps its swarms in Python, more slowly.
+ext_modules.append(
+    Extension(
+        "rendezvous.store._peertable",
+        sources=["rendezvous/store/_peertable.c"],
+        extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+        if sys.platform != "win32"
+        else [],
+        optional=True,
+    )
 )
 
 setup(ext_modules=ext_modules)

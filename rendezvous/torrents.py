@@ -36,7 +36,9 @@ def source_address(remote: str | None) -> bytes | None:
 def compact_peers(announced: Announced) -> tuple[bytes, bytes]:
     """(IPv4, IPv6) compact entries of the sampled peers, straight from the stored bytes."""
     records, packed = announced.peers, announced.packed
-    joined = b"".join(map(_DATA, records)) if packed is None else packed
+    if packed is not None and announced.width in (6, 18):
+        return (packed, b"") if announced.width == 6 else (b"", packed)
+    joined = b"".join(map(_DATA, records))
     if len(joined) == 6 * len(records):  # all IPv4 (a 6-byte entry is IPv4, 18 IPv6)
         return joined, b""
     if len(joined) == 18 * len(records):
@@ -64,6 +66,7 @@ class StoreAnnounce(NamedTuple):
     want: int
     exclude: str
     capacity: int
+    records: bool  # False: compact answers, the peers' stored bytes are all it needs
 
 
 def plan(
@@ -76,6 +79,7 @@ def plan(
     left: int,
     event: Event,
     numwant: int | None,
+    compact: bool = True,
 ) -> StoreAnnounce:
     """Register (or, on ``stopped``, remove) the peer at ``address`` (packed, from
     ``source_address``) and ``port`` and sample the others (``numwant`` None: the
@@ -96,6 +100,7 @@ def plan(
         0 if stopped else min(settings.max_numwant, wanted),
         peer_key,
         settings.swarm_capacity,
+        not compact,
     )
 
 
@@ -110,20 +115,16 @@ async def announce(store: Store, call: StoreAnnounce, now: float) -> Announced:
         want=call.want,
         exclude=call.exclude,
         capacity=call.capacity,
+        records=call.records,
     )
 
 
 def announce_now(store: MemoryStore, call: StoreAnnounce, now: float) -> Announced:
-    """Run a ``plan`` on the in-process store, without a coroutine."""
+    """Run a ``plan`` on the in-process store, without a coroutine (positional: this is
+    the UDP tracker's hot path)."""
+    swarm, register, leave, completed, want, exclude, capacity, records = call
     return store.announce_now(
-        call.swarm,
-        now=now,
-        register=call.register,
-        leave=call.leave,
-        completed=call.completed,
-        want=call.want,
-        exclude=call.exclude,
-        capacity=call.capacity,
+        swarm, now, register, leave, completed, want, exclude, capacity, records
     )
 
 

@@ -26,12 +26,12 @@ from rendezvous.bittorrent import TrackerError
 from rendezvous.bittorrent.connection_ids import ConnectionIds
 from rendezvous.bittorrent.udp import (
     AnnounceRequest,
-    AnnounceResponse,
     ConnectRequest,
     ConnectResponse,
     ErrorResponse,
     ScrapeRequest,
     ScrapeResponse,
+    encode_announce_response,
     parse_request,
     peek_transaction_id,
 )
@@ -91,13 +91,14 @@ class UdpTracker:
         if announced.full:
             return ErrorResponse(request.transaction_id, "this torrent has too many peers").encode()
         v4, v6 = torrents.compact_peers(announced)
-        return AnnounceResponse(
+        stats = announced.stats
+        return encode_announce_response(
             request.transaction_id,
             self.settings.announce_interval,
-            announced.stats.leechers,
-            announced.stats.seeders,
-            compact=v6 if self.ipv6 else v4,  # BEP 15: the request's family only
-        ).encode(ipv6=self.ipv6)
+            stats.leechers,
+            stats.seeders,
+            v6 if self.ipv6 else v4,  # BEP 15: the request's family only
+        )
 
     @staticmethod
     def answer_scrape(request: ScrapeRequest, stats: list[SwarmStats]) -> bytes:
@@ -165,15 +166,15 @@ class UdpTrackerSocket:
         dataplane = self._dataplane
         if dataplane is None:
             return
-        received = dataplane.drain_listener(0, self.clock())
+        now = self.clock()
+        received = dataplane.drain_listener(0, now)
         if received is not None:
             receive = self.received
             for data, addr in received:
-                receive(data, addr)
+                receive(data, addr, now)
         dataplane.flush(0)
 
-    def received(self, data: bytes, addr: Address) -> None:
-        now = self.clock()
+    def received(self, data: bytes, addr: Address, now: float) -> None:
         result = self.tracker.handle(data, addr, now)
         if result is None:
             return
@@ -274,9 +275,10 @@ class _Datagrams(asyncio.DatagramProtocol):
 
     def __init__(self, owner: UdpTrackerSocket) -> None:
         self.received = owner.received
+        self.clock = owner.clock
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
-        self.received(data, addr)
+        self.received(data, addr, self.clock())
 
     def error_received(self, exc: Exception) -> None:
         log.debug("udp tracker: %s", exc)

@@ -22,13 +22,20 @@ settings.register_profile("natkit", deadline=None)
 settings.load_profile("natkit")
 
 
+C_EXTENSIONS = ("relay/server/_dataplane.c", "rendezvous/store/_peertable.c")
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Refuse to test a stale build of the C data plane: an edited ``_dataplane.c`` needs
+    """Refuse to test a stale build of a C extension: an edited ``.c`` needs
     ``pip install -e .`` again (scripts/test.sh does it)."""
-    source = Path(__file__).resolve().parent.parent / "relay" / "server" / "_dataplane.c"
-    for built in source.parent.glob("_dataplane.*.so"):
-        if built.stat().st_mtime < source.stat().st_mtime:
-            raise pytest.UsageError(f"{built.name} is older than {source.name}: pip install -e .")
+    root = Path(__file__).resolve().parent.parent
+    for name in C_EXTENSIONS:
+        source = root / name
+        for built in source.parent.glob(f"{source.stem}.*.so"):
+            if built.stat().st_mtime < source.stat().st_mtime:
+                raise pytest.UsageError(
+                    f"{built.name} is older than {source.name}: pip install -e ."
+                )
 
 
 @pytest.hookimpl(hookwrapper=True)

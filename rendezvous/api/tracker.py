@@ -46,6 +46,7 @@ async def announce(request: web.Request) -> web.Response:
         left=req.left,
         event=req.event,
         numwant=req.numwant,
+        compact=req.compact,
     )
     announced = await torrents.announce(app[keys.STORE], call, app[keys.CLOCK]())
     if announced.full:

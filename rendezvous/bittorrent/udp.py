@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from struct import Struct
+from struct import error as struct_error
 from typing import Final, TypeAlias
 
 from .announce import MAX_COUNTER, Event, ScrapeEntry, compact_peer, parse_compact_peers
@@ -42,6 +43,7 @@ __all__ = [
     "Response",
     "ScrapeRequest",
     "ScrapeResponse",
+    "encode_announce_response",
     "parse_request",
     "parse_response",
     "peek_transaction_id",
@@ -370,11 +372,13 @@ class AnnounceResponse:
         address family of the request's packet; ``ipv6`` says which. A peer of the other
         family raises :class:`TrackerError` (filter peers by family before encoding)."""
         size = 18 if ipv6 else 6
+        if not self.peers and not len(self.compact) % size:  # a tracker's answer
+            return encode_announce_response(
+                self.transaction_id, self.interval, self.leechers, self.seeders, self.compact
+            )
         header = _ANNOUNCE_RESPONSE.pack(
             Action.ANNOUNCE, self.transaction_id, self.interval, self.leechers, self.seeders
         )
-        if not self.peers and not len(self.compact) % size:  # a tracker's answer
-            return header + self.compact
         parts = [header]
         for ip, port in self.peers:
             entry = compact_peer(ip, port)
@@ -388,6 +392,21 @@ class AnnounceResponse:
             raise TrackerError(f"compact peers must be {size}-byte entries for this request")
         parts.append(self.compact)
         return b"".join(parts)
+
+
+def encode_announce_response(
+    transaction_id: int, interval: int, leechers: int, seeders: int, compact: bytes
+) -> bytes:
+    """``AnnounceResponse(...).encode()`` of peers already packed for the request's family
+    (a tracker's hot path: no dataclass built per answer)."""
+    try:
+        header = _ANNOUNCE_RESPONSE.pack(
+            Action.ANNOUNCE, transaction_id, interval, leechers, seeders
+        )
+    except struct_error:
+        AnnounceResponse(transaction_id, interval, leechers, seeders)  # names the field
+        raise
+    return header + compact
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,9 +55,11 @@ class Announced(NamedTuple):
     stats: SwarmStats = SwarmStats()
     joined: bool = False  # the registration was new (not a refresh)
     full: bool = False  # refused: the swarm is at capacity (a refresh is never refused)
-    # The sampled peers' data concatenated, when the store has it so without reading each
-    # record (the memory store, while a swarm's data all have one length); else None.
+    # The sampled peers' data concatenated, ``width`` bytes each, when the store has it so
+    # without reading each record (the memory store, while a swarm's data all have one
+    # length); else None. With ``records=False`` ``peers`` may then be empty.
     packed: bytes | None = None
+    width: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +89,13 @@ class Store(Protocol):
         want: int = 0,
         exclude: str | None = None,
         capacity: int = 0,
+        records: bool = True,
     ) -> Announced:
         """One atomic step on ``swarm``: drop expired peers; add/refresh ``register`` (unless
         the swarm already holds ``capacity`` live peers and it is new; 0: no cap) or remove
         ``leave``; count a download when ``completed``; then return up to ``want`` random
-        live peers other than ``exclude`` and the swarm's stats."""
+        live peers other than ``exclude`` and the swarm's stats. ``records=False``: the
+        caller needs only the peers' data, and takes ``Announced.packed`` when given."""
         ...
 
     async def page(self, swarm: str, *, cookie: str, limit: int, now: float) -> Page:

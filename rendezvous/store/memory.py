@@ -14,7 +14,7 @@ from rendezvous.store.base import (
     RelayRecord,
     SwarmStats,
 )
-from rendezvous.store.swarm import Swarm
+from rendezvous.store.swarm import Swarm, TableSwarm, new_swarm, refit
 
 MAX_BUCKETS = 100_000  # idle full buckets are forgotten beyond this
 
@@ -26,17 +26,17 @@ class MemoryStore:
 
     def __init__(self, *, keep: float = 3600.0) -> None:
         self._keep = keep
-        self._swarms: dict[str, Swarm] = {}
+        self._swarms: dict[str, Swarm | TableSwarm] = {}
         self._buckets: dict[str, tuple[float, float]] = {}  # bucket -> (tokens, updated)
         self._relays: dict[str, tuple[bytes, float]] = {}
         # network -> member -> (ip, expiry): registration caps per IP and per /24 or /64
         self._admitted: dict[str, dict[str, tuple[str, float]]] = {}
 
-    def _live(self, swarm: str, now: float) -> Swarm | None:
+    def _live(self, swarm: str, now: float) -> Swarm | TableSwarm | None:
         state = self._swarms.get(swarm)
         if state is not None:
             state.prune(now)
-            if not state.peers and (not state.downloaded or now >= state.keep_until):
+            if not len(state) and (not state.downloaded or now >= state.keep_until):
                 del self._swarms[swarm]
                 return None
         return state
@@ -52,22 +52,15 @@ class MemoryStore:
         want: int = 0,
         exclude: str | None = None,
         capacity: int = 0,
+        records: bool = True,
     ) -> Announced:
         return self.announce_now(
-            swarm,
-            now=now,
-            register=register,
-            leave=leave,
-            completed=completed,
-            want=want,
-            exclude=exclude,
-            capacity=capacity,
+            swarm, now, register, leave, completed, want, exclude, capacity, records
         )
 
     def announce_now(
         self,
         swarm: str,
-        *,
         now: float,
         register: Registration | None = None,
         leave: str | None = None,
@@ -75,20 +68,19 @@ class MemoryStore:
         want: int = 0,
         exclude: str | None = None,
         capacity: int = 0,
+        records: bool = True,
     ) -> Announced:
         state = self._live(swarm, now)
         joined = full = False
         if register is not None or completed:
             if state is None:
-                state = self._swarms[swarm] = Swarm()
+                state = self._swarms[swarm] = new_swarm(register)
             if register is not None:
-                if (
-                    capacity
-                    and register.peer_id not in state.peers
-                    and len(state.peers) >= capacity
-                ):
+                if capacity and register.peer_id not in state and len(state) >= capacity:
                     full = True
                 else:
+                    if not state.accepts(register):  # another width or TTL
+                        state = self._swarms[swarm] = refit(state, register)
                     joined = state.put(register, now)
                     state.keep_until = now + self._keep
             if completed:
@@ -98,9 +90,11 @@ class MemoryStore:
             state.remove(leave)
         if state is None:
             return Announced(full=full)
-        peers, packed = state.sample(want, exclude) if want > 0 else ((), None)
-        announced = Announced(peers, state.stats(), joined, full, packed)
-        self._live(swarm, now)  # an emptied swarm goes
+        peers, packed = state.sample(want, exclude, records=records) if want > 0 else ((), None)
+        width = state.width if packed is not None else 0
+        announced = Announced(peers, state.stats(), joined, full, packed, width)
+        if not len(state):
+            self._live(swarm, now)  # an emptied swarm goes
         return announced
 
     async def page(self, swarm: str, *, cookie: str, limit: int, now: float) -> Page:
@@ -108,15 +102,8 @@ class MemoryStore:
         state = self._live(swarm, now)
         if state is None:
             return Page((), str(after))
-        newer: list[tuple[str, int]] = []
-        for peer_id in reversed(state.joined):  # newest first, back to the cookie
-            sequence = state.joined[peer_id]
-            if sequence <= after:
-                break
-            newer.append((peer_id, sequence))
-        newer.reverse()
-        chosen = newer[:limit]
-        peers = tuple(state.peers[p].record for p, _ in chosen)
+        chosen = state.page(after, limit)
+        peers = tuple(record for record, _ in chosen)
         return Page(peers, str(chosen[-1][1] if chosen else max(after, 0)))
 
     async def stats(self, swarms: list[str], *, now: float) -> list[SwarmStats]:

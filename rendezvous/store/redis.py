@@ -95,6 +95,7 @@ class RedisStore:
         want: int = 0,
         exclude: str | None = None,
         capacity: int = 0,
+        records: bool = True,  # records always: the script returns them anyway
     ) -> Announced:
         args = [
             repr(now),

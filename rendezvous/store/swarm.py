@@ -31,7 +31,13 @@ from dataclasses import dataclass, field
 
 from rendezvous.store.base import PeerRecord, Registration, SwarmStats
 
+try:
+    from rendezvous.store._peertable import PeerTable
+except ImportError:  # not built (no C compiler at install time): Swarm serves alone
+    PeerTable = None  # type: ignore[assignment,misc]
+
 MIXED = -1  # ``width``/``ttl`` once the swarm's data lengths/TTLs differ
+MAX_TABLE_WIDTH = 4096  # longer data (a /v1 registration's JSON can be) stays in Python
 
 
 @dataclass(slots=True)
@@ -115,24 +121,7 @@ class Swarm:
         peer = self.peers.get(peer_id)
         new = peer is None
         if peer is None:
-            # Inside-out Fisher-Yates: the newcomer swaps places with a uniformly chosen
-            # entry (itself included), so ``order`` stays a uniformly random permutation.
-            order = self.order
-            slot = int(random.random() * (len(order) + 1))
-            peer = self.peers[peer_id] = _Peer(record, False, slot)
-            if slot == len(order):
-                order.append(record)
-                if width > 0:
-                    self.blob += data
-            else:
-                moved = order[slot]
-                order.append(moved)
-                self.peers[moved.peer_id].slot = len(order) - 1
-                order[slot] = record
-                if width > 0:
-                    blob = self.blob
-                    blob += blob[slot * width : (slot + 1) * width]
-                    blob[slot * width : (slot + 1) * width] = data
+            peer = self._insert(record)
         else:
             peer.record = self.order[peer.slot] = record
             if width > 0:
@@ -146,7 +135,43 @@ class Swarm:
         self.joined.move_to_end(peer_id)
         return new
 
-    def sample(self, want: int, exclude: str | None) -> tuple[tuple[PeerRecord, ...], bytes | None]:
+    def _insert(self, record: PeerRecord) -> _Peer:
+        """A new peer. Inside-out Fisher-Yates: it swaps places with a uniformly chosen
+        entry (itself included), so ``order`` stays a uniformly random permutation."""
+        order, width, data = self.order, self.width, record.data
+        slot = int(random.random() * (len(order) + 1))
+        peer = self.peers[record.peer_id] = _Peer(record, False, slot)
+        if slot == len(order):
+            order.append(record)
+            if width > 0:
+                self.blob += data
+        else:
+            moved = order[slot]
+            order.append(moved)
+            self.peers[moved.peer_id].slot = len(order) - 1
+            order[slot] = record
+            if width > 0:
+                blob = self.blob
+                blob += blob[slot * width : (slot + 1) * width]
+                blob[slot * width : (slot + 1) * width] = data
+        return peer
+
+    def adopt(self, record: PeerRecord, seeder: bool, sequence: int, ttl: float) -> None:
+        """Take over a peer from a ``TableSwarm`` as it was: its expiry and sequence
+        (peers come oldest refresh first, all of one width and TTL)."""
+        if not self.peers:
+            self.width, self.ttl, self.latest = len(record.data), ttl, -math.inf
+            self.blob.clear()
+            self.expiries.clear()
+        self._insert(record).seeder = seeder
+        self.seeders += seeder
+        self.latest = max(self.latest, record.expires)
+        self.joined[record.peer_id] = sequence
+        self.sequence = max(self.sequence, sequence)
+
+    def sample(
+        self, want: int, exclude: str | None, *, records: bool = True
+    ) -> tuple[tuple[PeerRecord, ...], bytes | None]:
         """Up to ``want`` distinct peers other than ``exclude``, a uniformly random set,
         and (while the swarm's data have one width) their data concatenated.
 
@@ -177,3 +202,121 @@ class Swarm:
 
     def stats(self) -> SwarmStats:
         return SwarmStats(len(self.peers), self.seeders, self.downloaded)
+
+    def __len__(self) -> int:
+        return len(self.peers)
+
+    def __contains__(self, peer_id: str) -> bool:
+        return peer_id in self.peers
+
+    def accepts(self, registration: Registration) -> bool:
+        return True  # any width, any TTL
+
+    def page(self, after: int, limit: int) -> list[tuple[PeerRecord, int]]:
+        """(record, sequence) of the peers refreshed after sequence ``after``, oldest
+        first, at most ``limit``."""
+        newer: list[tuple[str, int]] = []
+        for peer_id in reversed(self.joined):  # newest first, back to the cookie
+            sequence = self.joined[peer_id]
+            if sequence <= after:
+                break
+            newer.append((peer_id, sequence))
+        newer.reverse()
+        return [(self.peers[p].record, sequence) for p, sequence in newer[:limit]]
+
+
+class TableSwarm:
+    """A swarm on the C ``PeerTable`` (``_peertable.c``): the same behaviour as ``Swarm``
+    for the common case -- every peer's data one length, every registration one TTL --
+    in flat arrays. ``accepts`` says whether a registration keeps it in that case;
+    ``general`` moves its peers into a ``Swarm`` when one does not."""
+
+    __slots__ = ("downloaded", "keep_until", "table")
+
+    def __init__(self, width: int, ttl: float) -> None:
+        if PeerTable is None:
+            raise RuntimeError("rendezvous.store._peertable is not built")
+        self.table = PeerTable(width, ttl)
+        self.downloaded = 0
+        self.keep_until = 0.0
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def width(self) -> int:
+        return self.table.width
+
+    def __contains__(self, peer_id: str) -> bool:
+        return peer_id in self.table
+
+    def accepts(self, registration: Registration) -> bool:
+        table = self.table
+        return len(registration.data) == table.width and registration.ttl == table.ttl
+
+    def put(self, registration: Registration, now: float) -> bool:
+        return self.table.put(
+            registration.peer_id, registration.data, registration.seeder, now, random.random()
+        )
+
+    def remove(self, peer_id: str) -> bool:
+        return self.table.remove(peer_id)
+
+    def prune(self, now: float) -> None:
+        self.table.prune(now)
+
+    def sample(
+        self, want: int, exclude: str | None, *, records: bool = True
+    ) -> tuple[tuple[PeerRecord, ...], bytes | None]:
+        found, packed = self.table.sample(want, exclude, random.random(), records)
+        if found is None:
+            return (), packed
+        return tuple([PeerRecord(*entry) for entry in found]), packed
+
+    def stats(self) -> SwarmStats:
+        return SwarmStats(len(self.table), self.table.seeders, self.downloaded)
+
+    def page(self, after: int, limit: int) -> list[tuple[PeerRecord, int]]:
+        return [
+            (PeerRecord(peer_id, data, expires), sequence)
+            for peer_id, data, expires, _, sequence in self.table.page(after, max(limit, 0))
+        ]
+
+    def general(self) -> Swarm:
+        """The same peers, expiries, sequences and counts in a ``Swarm`` (which takes any
+        width and TTL)."""
+        swarm = Swarm()
+        ttl = self.table.ttl
+        for peer_id, data, expires, seeder, sequence in self.table.entries():
+            swarm.adopt(PeerRecord(peer_id, data, expires), seeder, sequence, ttl)
+        swarm.sequence = self.table.sequence
+        swarm.downloaded, swarm.keep_until = self.downloaded, self.keep_until
+        return swarm
+
+
+def new_swarm(registration: Registration | None) -> Swarm | TableSwarm:
+    """An empty swarm for ``registration``'s case: in C where it is built and fits."""
+    if (
+        PeerTable is not None
+        and registration is not None
+        and 0 < len(registration.data) <= MAX_TABLE_WIDTH
+        and registration.ttl > 0
+    ):
+        return TableSwarm(len(registration.data), registration.ttl)
+    return Swarm()
+
+
+def refit(swarm: TableSwarm | Swarm, registration: Registration) -> Swarm | TableSwarm:
+    """A swarm holding ``swarm``'s peers and counts that accepts ``registration``: an
+    empty one starts afresh for it, a populated one moves into a ``Swarm``."""
+    if isinstance(swarm, Swarm):
+        return swarm
+    if len(swarm):
+        return swarm.general()
+    fresh = new_swarm(registration)
+    fresh.downloaded, fresh.keep_until = swarm.downloaded, swarm.keep_until
+    if isinstance(fresh, TableSwarm):
+        fresh.table.sequence = swarm.table.sequence  # paging cookies stay valid
+    else:
+        fresh.sequence = swarm.table.sequence
+    return fresh

@@ -1,5 +1,6 @@
-"""One contract for every store: the same tests on the memory store, a real redis-server
-and a real 3-master Redis Cluster (started by the fixtures on loopback ports)."""
+"""One contract for every store: the same tests on the memory store (its swarms in C, and
+in Python as where the extension is not built), a real redis-server and a real 3-master
+Redis Cluster (started by the fixtures on loopback ports)."""
 
 from __future__ import annotations
 
@@ -15,15 +16,18 @@ from rendezvous.store import (
     StoreError,
     SwarmStats,
     open_store,
+    swarm,
 )
 from tests.redisutil import RedisServer
 
 T0 = 1_800_000_000.0  # the tests' clock: every operation takes "now" explicitly
 
 
-@pytest.fixture(params=["memory", "redis", "cluster"])
+@pytest.fixture(params=["memory", "memory-python", "redis", "cluster"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
-    if request.param == "memory":
+    if request.param.startswith("memory"):
+        if request.param == "memory-python":
+            request.getfixturevalue("monkeypatch").setattr(swarm, "PeerTable", None)
         value: Store = MemoryStore(keep=3600)
     elif request.param == "redis":
         value = open_store(request.getfixturevalue("redis_url"), keep=3600)
