@@ -92,6 +92,7 @@ def _up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         port=args.rendezvous_port,
         store="memory",
         udp_tracker=f"127.0.0.1:{args.udp_tracker_port}",
+        http_tracker=f"127.0.0.1:{args.http_tracker_port}",
         # The relay's REST secret: /v1/turn-credentials mints credentials for this relay.
         turn_secret=settings.auth_secret[0] if settings.auth_secret else "",
         turn_uris=relay_uris(settings),
@@ -101,7 +102,7 @@ def _up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     print("natkit is up on this machine (Ctrl-C stops it):")
     print(f"  rendezvous http://127.0.0.1:{rendezvous.port}/v1  (memory store)")
     print(f"  TURN creds http://127.0.0.1:{rendezvous.port}/v1/turn-credentials (signed)")
-    print(f"  tracker    http://127.0.0.1:{rendezvous.port}/announce")
+    print(f"  tracker    http://{rendezvous.http_tracker}/announce")
     print(f"             udp://{rendezvous.udp_tracker}/announce")
     print(f"  STUN       stun:{primary}")
     for alt in settings.alt_listen:
@@ -152,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=LOCAL_UDP_TRACKER_PORT,
         help=f"UDP port of the BitTorrent tracker on 127.0.0.1 (default: {LOCAL_UDP_TRACKER_PORT})",
+    )
+    up.add_argument(
+        "--http-tracker-port",
+        type=int,
+        default=LOCAL_UDP_TRACKER_PORT,
+        help="TCP port of the BitTorrent HTTP tracker on 127.0.0.1 "
+        f"(default: {LOCAL_UDP_TRACKER_PORT})",
     )
     up.set_defaults(handler=_up, sub=up)
 

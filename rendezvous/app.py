@@ -17,6 +17,7 @@ from rendezvous.api.access import access
 from rendezvous.api.errors import json_errors
 from rendezvous.bittorrent.connection_ids import ConnectionIds
 from rendezvous.challenges import Challenges
+from rendezvous.http_tracker import open_http_tracker
 from rendezvous.metrics import RendezvousMetrics
 from rendezvous.settings import RendezvousSettings
 from rendezvous.signaling.bus import open_bus
@@ -52,6 +53,7 @@ def create_app(
     )
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_udp_tracker)
+    app.cleanup_ctx.append(_http_tracker)
     app.cleanup_ctx.append(_signaling)
     app.on_shutdown.append(_close_websockets)
     app.router.add_routes(health.routes)
@@ -111,6 +113,24 @@ async def _udp_tracker(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await protocol.close()
+
+
+async def _http_tracker(app: web.Application) -> AsyncIterator[None]:
+    """The HTTP tracker on a port of its own, ``--http-tracker HOST:PORT``, when set."""
+    settings = app[keys.SETTINGS]
+    if not settings.http_tracker:
+        yield
+        return
+    host, _, port = settings.http_tracker.rpartition(":")
+    server = await open_http_tracker(
+        host.strip("[]"), int(port), settings, app[keys.STORE], app[keys.CLOCK]
+    )
+    app[keys.HTTP_TRACKER] = server
+    log.info("http tracker on %s", settings.http_tracker)
+    try:
+        yield
+    finally:
+        await server.close()
 
 
 async def serve(

@@ -57,6 +57,11 @@ class RendezvousSettings(BaseSettings):
         default="",
         description="HOST:PORT of the BitTorrent UDP tracker (BEP 15); empty: none",
     )
+    http_tracker: str = Field(
+        default="",
+        description="HOST:PORT of the BitTorrent HTTP tracker on a port of its own (faster "
+        "than /announce on the API port, which stays); empty: none",
+    )
     udp_batch_io: bool = Field(
         default=True,
         description="serve the UDP tracker with recvmmsg/sendmmsg batches where the relay's "

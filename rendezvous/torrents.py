@@ -130,8 +130,3 @@ def announce_now(store: MemoryStore, call: StoreAnnounce, now: float) -> Announc
 
 def scrape_entry(stats: SwarmStats) -> ScrapeEntry:
     return ScrapeEntry(stats.seeders, stats.downloaded, stats.leechers)
-
-
-async def scrape(store: Store, info_hashes: tuple[bytes, ...], now: float) -> list[ScrapeEntry]:
-    stats = await store.stats([swarm_of(h) for h in info_hashes], now=now)
-    return [scrape_entry(s) for s in stats]

@@ -91,6 +91,7 @@ def test_up_runs_the_stack_on_loopback() -> None:
     port = free_udp_port("127.0.0.1", also=("127.0.0.2",))
     alt = free_udp_port("127.0.0.1", also=("127.0.0.2",))
     metrics, rendezvous, tracker = free_tcp_port(), free_tcp_port(), free_udp_port()
+    http_tracker = free_tcp_port()
     process = subprocess.Popen(
         [
             sys.executable,
@@ -107,6 +108,8 @@ def test_up_runs_the_stack_on_loopback() -> None:
             str(rendezvous),
             "--udp-tracker-port",
             str(tracker),
+            "--http-tracker-port",
+            str(http_tracker),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -130,6 +133,12 @@ def test_up_runs_the_stack_on_loopback() -> None:
             reply = parse_response(udp.recv(100), ipv6=False)
             assert isinstance(reply, ConnectResponse)
             assert reply.transaction_id == 77
+        # The HTTP tracker on its own port answers an announce (bencoded).
+        query = "info_hash=" + "%01" * 20 + "&peer_id=" + "%02" * 20 + "&port=6881&left=0"
+        query += "&uploaded=0&downloaded=0"
+        announce = f"http://127.0.0.1:{http_tracker}/announce?{query}"
+        body = urllib.request.urlopen(announce, timeout=3).read()
+        assert body.startswith(b"d8:completei1e")
     finally:
         process.terminate()
         out, _ = process.communicate(timeout=10)
@@ -141,6 +150,7 @@ def test_up_runs_the_stack_on_loopback() -> None:
     assert "password" in out
     assert f"rendezvous http://127.0.0.1:{rendezvous}/v1" in out
     assert f"udp://127.0.0.1:{tracker}/announce" in out
+    assert f"http://127.0.0.1:{http_tracker}/announce" in out
 
 
 async def test_up_turn_works_with_the_printed_credentials() -> None:
@@ -162,6 +172,7 @@ async def test_up_turn_works_with_the_printed_credentials() -> None:
             *("--alt-listen", f"127.0.0.2:{alt}", "--metrics-listen", ""),
             *("--rendezvous-port", str(free_tcp_port())),
             *("--udp-tracker-port", str(free_udp_port())),
+            *("--http-tracker-port", str(free_tcp_port())),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -43,6 +43,7 @@ __all__ = [
     "ScrapeEntry",
     "TrackerPeer",
     "compact_peer",
+    "encode_compact_response",
     "encode_scrape",
     "encode_scrape_request",
     "failure",
@@ -132,8 +133,8 @@ def _peer_address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 # --------------------------------------------------------------------------- query strings
 
 
-def _query_pairs(query: bytes | str) -> list[tuple[bytes, bytes]]:
-    """Split a raw query string into percent-decoded (name, value) byte pairs."""
+def _components(query: bytes | str) -> list[tuple[bytes, bytes, bytes]]:
+    """A raw query string split into (name, "=", value) parts, not yet percent-decoded."""
     if isinstance(query, str):
         try:
             # surrogateescape: a str made from raw bytes with surrogateescape maps back
@@ -147,12 +148,17 @@ def _query_pairs(query: bytes | str) -> list[tuple[bytes, bytes]]:
             f"query string is {len(raw)} bytes, longer than the {MAX_QUERY_LENGTH}-byte limit"
         )
     # Empty components are tolerated ("a=1&&b=2", a trailing "&").
+    return [c.partition(b"=") for c in raw.split(b"&") if c]
+
+
+def _query_pairs(query: bytes | str) -> list[tuple[bytes, bytes]]:
+    """Split a raw query string into percent-decoded (name, value) byte pairs."""
     return [
         (
             percent_decode(name) if b"%" in name else name,
             percent_decode(value) if b"%" in value else value,
         )
-        for name, _, value in [c.partition(b"=") for c in raw.split(b"&") if c]
+        for name, _, value in _components(query)
     ]
 
 
@@ -245,6 +251,18 @@ class AnnounceRequest:
     trackerid: bytes | None = None
 
     def __post_init__(self) -> None:
+        if (  # the common case in one test; below, the field that is wrong
+            len(self.info_hash) == _HASH_LENGTH
+            and len(self.peer_id) == _HASH_LENGTH
+            and 1 <= self.port <= 0xFFFF
+            and 0 <= self.uploaded <= MAX_COUNTER
+            and 0 <= self.downloaded <= MAX_COUNTER
+            and 0 <= self.left <= MAX_COUNTER
+            and (self.numwant is None or 0 <= self.numwant <= MAX_COUNTER)
+            and self.key is None
+            and self.ip is None
+        ):
+            return
         _check_length("info_hash", self.info_hash, _HASH_LENGTH)
         _check_length("peer_id", self.peer_id, _HASH_LENGTH)
         _check_range("port", self.port, 1, 0xFFFF)
@@ -305,38 +323,38 @@ _ANNOUNCE_FIELDS: Final = frozenset(
         b"trackerid",
     }
 )
-_REQUIRED_FIELDS: Final = ("info_hash", "peer_id", "port", "uploaded", "downloaded", "left")
+_REQUIRED_FIELDS: Final = (b"info_hash", b"peer_id", b"port", b"uploaded", b"downloaded", b"left")
 
 
 def parse_announce(query: bytes | str) -> AnnounceRequest:
     """Parse the raw query string (without ``?``) of an announce request."""
-    fields: dict[str, bytes] = {}
-    for name, value in _query_pairs(query):
-        if name in _ANNOUNCE_FIELDS:
-            key = name.decode("ascii")
-            if key in fields:
-                raise TrackerError(f"duplicate field: {key}")
-            fields[key] = value
+    fields: dict[bytes, bytes] = {}
+    for name, _, value in _components(query):
+        if b"%" in name:
+            name = percent_decode(name)
+        if name in _ANNOUNCE_FIELDS:  # only the values used are decoded
+            if name in fields:
+                raise TrackerError(f"duplicate field: {name.decode('ascii')}")
+            fields[name] = percent_decode(value) if b"%" in value else value
     for key in _REQUIRED_FIELDS:
         if key not in fields:
-            raise TrackerError(f"missing required field: {key}")
-    numwant = fields.get("numwant")
-    key_value = fields.get("key")
-    ip = fields.get("ip")
-    return AnnounceRequest(
-        info_hash=fields["info_hash"],
-        peer_id=fields["peer_id"],
-        port=_uint("port", fields["port"]),
-        uploaded=_uint("uploaded", fields["uploaded"]),
-        downloaded=_uint("downloaded", fields["downloaded"]),
-        left=_uint("left", fields["left"]),
-        event=_event(fields.get("event", b"")),
-        compact=_flag("compact", fields.get("compact", b"1")),
-        no_peer_id=_flag("no_peer_id", fields.get("no_peer_id", b"0")),
-        numwant=None if numwant is None else _uint("numwant", numwant),
-        key=None if key_value is None else _ascii("key", key_value),
-        ip=None if ip is None else _client_ip(ip),
-        trackerid=fields.get("trackerid"),
+            raise TrackerError(f"missing required field: {key.decode('ascii')}")
+    get = fields.get
+    numwant, key_value, ip = get(b"numwant"), get(b"key"), get(b"ip")
+    return AnnounceRequest(  # positional: the order of the fields
+        fields[b"info_hash"],
+        fields[b"peer_id"],
+        _uint("port", fields[b"port"]),
+        _uint("uploaded", fields[b"uploaded"]),
+        _uint("downloaded", fields[b"downloaded"]),
+        _uint("left", fields[b"left"]),
+        _event(get(b"event", b"")),
+        _flag("compact", get(b"compact", b"1")),
+        _flag("no_peer_id", get(b"no_peer_id", b"0")),
+        None if numwant is None else _uint("numwant", numwant),
+        None if key_value is None else _ascii("key", key_value),
+        None if ip is None else _client_ip(ip),
+        get(b"trackerid"),
     )
 
 
@@ -457,23 +475,43 @@ class AnnounceResponse:
         return bencode.encode(body)
 
     def _encode_compact(self) -> bytes:
-        """``encode(compact=True)`` of a tracker's usual answer (stored compact peers, no
-        message), written out: the keys in their canonical (sorted) order, as
-        ``bencode.encode`` would put them. A test holds the two to the same bytes."""
-        parts = []
-        if self.complete is not None:
-            parts.append(b"8:completei%de" % self.complete)
-        if self.incomplete is not None:
-            parts.append(b"10:incompletei%de" % self.incomplete)
-        parts.append(b"8:intervali%de" % self.interval)
-        if self.min_interval is not None:
-            parts.append(b"12:min intervali%de" % self.min_interval)
-        parts.append(b"5:peers%d:" % len(self.compact4))
-        parts.append(self.compact4)
-        if self.compact6:
-            parts.append(b"6:peers6%d:" % len(self.compact6))
-            parts.append(self.compact6)
-        return b"d%se" % b"".join(parts)
+        return encode_compact_response(
+            self.interval,
+            self.min_interval,
+            self.complete,
+            self.incomplete,
+            self.compact4,
+            self.compact6,
+        )
+
+
+def encode_compact_response(
+    interval: int,
+    min_interval: int | None,
+    complete: int | None,
+    incomplete: int | None,
+    compact4: bytes,
+    compact6: bytes,
+) -> bytes:
+    """``AnnounceResponse(...).encode(compact=True)`` of a tracker's usual answer (stored
+    compact peers, no message), written out -- the keys in their canonical (sorted)
+    order, as ``bencode.encode`` would put them; a test holds the two to the same bytes --
+    and without building the dataclass (the tracker's hot path). The counts and peers
+    are the tracker's own, already valid."""
+    parts = []
+    if complete is not None:
+        parts.append(b"8:completei%de" % complete)
+    if incomplete is not None:
+        parts.append(b"10:incompletei%de" % incomplete)
+    parts.append(b"8:intervali%de" % interval)
+    if min_interval is not None:
+        parts.append(b"12:min intervali%de" % min_interval)
+    parts.append(b"5:peers%d:" % len(compact4))
+    parts.append(compact4)
+    if compact6:
+        parts.append(b"6:peers6%d:" % len(compact6))
+        parts.append(compact6)
+    return b"d%se" % b"".join(parts)
 
 
 def failure(reason: str) -> bytes:

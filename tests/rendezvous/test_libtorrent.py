@@ -64,17 +64,22 @@ async def wait_for(check: Any, timeout: float, what: str) -> None:
         await asyncio.sleep(0.2)
 
 
-@pytest.mark.parametrize("transport", ["http", "udp"])
+@pytest.mark.parametrize("transport", ["http", "http-port", "udp"])
 async def test_libtorrent_peers_find_each_other_and_download(
     tmp_path: Path, transport: str
 ) -> None:
-    settings = RendezvousSettings(store="memory", secret="t", udp_tracker="127.0.0.1:0")
+    settings = RendezvousSettings(
+        store="memory", secret="t", udp_tracker="127.0.0.1:0", http_tracker="127.0.0.1:0"
+    )
     client = TestClient(TestServer(create_app(settings)))
     await client.start_server()
     seeder, leecher = session(free_tcp_port()), session(free_tcp_port())
     try:
         if transport == "http":
             tracker = f"http://127.0.0.1:{client.port}/announce"
+        elif transport == "http-port":
+            port = client.app[keys.HTTP_TRACKER].sockname[1]
+            tracker = f"http://127.0.0.1:{port}/announce"
         else:
             port = client.app[keys.UDP_TRACKER].sockname[1]
             tracker = f"udp://127.0.0.1:{port}/announce"

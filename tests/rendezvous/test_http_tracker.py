@@ -1,0 +1,218 @@
+"""The HTTP tracker on a port of its own (``--http-tracker``): real sockets on memory and
+Redis -- keep-alive and pipelined announces answered in order, HTTP/1.0 and
+``Connection: close``, and every refusal (404, 405, bodies, malformed or oversized
+heads, upgrades) -- then the protocol fuzzed with arbitrary bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote_from_bytes
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rendezvous import keys
+from rendezvous.app import create_app
+from rendezvous.bittorrent import bencode
+from rendezvous.bittorrent.announce import parse_compact_peers
+from rendezvous.http_tracker import MAX_HEAD, HttpTracker, HttpTrackerProtocol
+from rendezvous.settings import RendezvousSettings
+from rendezvous.store.memory import MemoryStore
+
+INFO_HASH = os.urandom(20)
+
+
+def announce_path(peer: bytes, port: int, info_hash: bytes = INFO_HASH) -> str:
+    query = f"info_hash={quote_from_bytes(info_hash, safe='')}&peer_id="
+    query += quote_from_bytes(peer, safe="") + f"&port={port}&uploaded=0&downloaded=0&left=5"
+    return "/announce?" + query
+
+
+def decoded(body: bytes) -> Any:
+    return bencode.decode(body)
+
+
+def get(path: str, extra: str = "", version: str = "1.1") -> bytes:
+    return f"GET {path} HTTP/{version}\r\nHost: t\r\n{extra}\r\n".encode()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def tracker(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, int]]:
+    store = "memory" if request.param == "memory" else request.getfixturevalue("redis_url")
+    app = create_app(RendezvousSettings(store=store, secret="s", http_tracker="127.0.0.1:0"))
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        yield client.app[keys.HTTP_TRACKER].sockname
+    finally:
+        await client.close()
+
+
+class Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def response(self) -> tuple[int, dict[str, str], bytes]:
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 5)
+        lines = head.decode().split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = dict(line.split(": ", 1) for line in lines[1:] if line)
+        body = await self.reader.readexactly(int(headers["Content-Length"]))
+        return status, headers, body
+
+    async def closed(self) -> bool:
+        return await asyncio.wait_for(self.reader.read(1), 5) == b""
+
+
+async def connect(address: tuple[str, int]) -> Connection:
+    return Connection(*await asyncio.open_connection(*address))
+
+
+async def test_pipelined_announces_are_answered_in_order(tracker: tuple[str, int]) -> None:
+    conn = await connect(tracker)
+    conn.writer.write(get(announce_path(b"a" * 20, 6881)) + get(announce_path(b"b" * 20, 6882)))
+    first, second = await conn.response(), await conn.response()
+    assert first[0] == second[0] == 200
+    assert decoded(first[2])[b"peers"] == b""
+    assert parse_compact_peers(decoded(second[2])[b"peers"], 4) == [("127.0.0.1", 6881)]
+    # Keep-alive: the same connection serves a scrape next.
+    scrape = "/scrape?info_hash=" + quote_from_bytes(INFO_HASH, safe="")
+    conn.writer.write(get(scrape))
+    _, _, body = await conn.response()
+    assert decoded(body)[b"files"][INFO_HASH][b"incomplete"] == 2
+    conn.writer.close()
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "message"),
+    [
+        (get("/nothing"), 404, b"not a tracker path"),
+        (b"POST /announce HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405, b"use GET"),
+    ],
+)
+async def test_wrong_paths_and_methods_keep_the_connection(
+    tracker: tuple[str, int], request_bytes: bytes, status: int, message: bytes
+) -> None:
+    conn = await connect(tracker)
+    conn.writer.write(request_bytes)
+    got, headers, body = await conn.response()
+    assert got == status
+    assert message in decoded(body)[b"failure reason"]
+    if status == 405:
+        assert headers["Allow"] == "GET"
+    conn.writer.write(get(announce_path(b"c" * 20, 7000)))
+    assert (await conn.response())[0] == 200
+    conn.writer.close()
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "message"),
+    [
+        (b"POST /announce HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", 400, b"no body"),
+        (b"GARBAGE\r\n\r\n", 400, b"malformed request"),
+        (get("/announce", "X-Big: " + "x" * (MAX_HEAD + 10) + "\r\n"), 431, b"at most"),
+        (get("/announce", "Connection: Upgrade\r\nUpgrade: websocket\r\n"), 400, b"upgrade"),
+    ],
+)
+async def test_refusals_close_the_connection(
+    tracker: tuple[str, int], request_bytes: bytes, status: int, message: bytes
+) -> None:
+    conn = await connect(tracker)
+    conn.writer.write(request_bytes + get(announce_path(b"d" * 20, 7001)))
+    got, headers, body = await conn.response()
+    assert got == status
+    assert headers["Connection"] == "close"
+    assert message in decoded(body)[b"failure reason"]
+    assert await conn.closed()  # the request after it is not answered
+
+
+@pytest.mark.parametrize(("version", "extra"), [("1.0", ""), ("1.1", "Connection: close\r\n")])
+async def test_connection_close(tracker: tuple[str, int], version: str, extra: str) -> None:
+    conn = await connect(tracker)
+    conn.writer.write(get(announce_path(b"e" * 20, 7002), extra, version))
+    assert (await conn.response())[0] == 200
+    assert await conn.closed()
+
+
+async def test_bad_announces_get_a_failure_reason(tracker: tuple[str, int]) -> None:
+    conn = await connect(tracker)
+    conn.writer.write(get("/announce?info_hash=short&peer_id=x&port=1"))
+    status, _, body = await conn.response()
+    assert status == 200
+    assert decoded(body)[b"failure reason"] == b"missing required field: uploaded"
+    conn.writer.close()
+
+
+class FakeTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.closed = False
+
+    def write(self, data: Any) -> None:
+        assert not self.closed, "written after close"
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 5000) if name == "peername" else default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+valid = get(announce_path(b"f" * 20, 7003))
+chunks = st.lists(
+    st.binary(max_size=200)
+    | st.just(valid)
+    | st.builds(lambda cut: valid[:cut], st.integers(0, len(valid)))
+    | st.sampled_from([b"\r\n", b"Content-Length: 5\r\n", b"Transfer-Encoding: chunked\r\n"]),
+    max_size=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(chunks)
+def test_any_bytes_get_http_answers_or_a_close(parts: list[bytes]) -> None:
+    async def feed() -> FakeTransport:
+        transport = FakeTransport()
+        protocol = HttpTrackerProtocol(
+            HttpTracker(RendezvousSettings()), MemoryStore(), lambda: 1e9, set()
+        )
+        protocol.connection_made(transport)
+        for part in parts:
+            if transport.closed:
+                break
+            protocol.data_received(part)
+        protocol.connection_lost(None)
+        return transport
+
+    transport = asyncio.run(feed())
+    written = bytes(transport.written)
+    # Whatever came in, what went out is whole HTTP responses.
+    while written:
+        assert written.startswith(b"HTTP/1.1 ")
+        head, _, rest = written.partition(b"\r\n\r\n")
+        length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+        assert len(rest) >= length
+        written = rest[length:]
+
+
+def test_the_listener_is_off_unless_asked() -> None:
+    assert RendezvousSettings().http_tracker == ""
+    with socket.socket() as probe:  # nothing to assert about ports: the key is unset
+        assert probe.fileno() >= 0
