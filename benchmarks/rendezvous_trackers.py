@@ -79,6 +79,9 @@ end
 OWN_PORT = "natkit-port"  # natkit's --http-tracker listener (its own port)
 
 
+WRK_PEER_ID = "-WR0001-" + "%7F" * 12  # shaped as the wrk script's peer ids
+
+
 class TargetError(Exception):
     pass
 
@@ -99,14 +102,39 @@ def wait_http(port: int, path: str, timeout: float) -> bytes:
             time.sleep(0.1)
 
 
-def check_announce(port: int, timeout: float) -> None:
+def check_announce(port: int, timeout: float, peer_id: str = "") -> None:
+    """One announce must get a real answer (an ``interval``, no ``failure reason``);
+    ``peer_id``: as the wrk script writes it (default: a seeder of its own)."""
+    peer = peer_id or quoted(b"-CHECK0-" + bytes(12))
     path = (
-        f"/announce?info_hash={quoted(INFO_HASH)}&peer_id={quoted(b'-CHECK0-' + bytes(12))}"
-        "&port=6881&uploaded=0&downloaded=0&left=0&compact=1"
+        f"/announce?info_hash={quoted(INFO_HASH)}&peer_id={peer}"
+        "&port=6881&uploaded=0&downloaded=0&left=0&compact=1&numwant=30"
     )
     answer: Any = bencode.decode(wait_http(port, path, timeout))
     if not isinstance(answer, dict) or b"interval" not in answer:
         raise TargetError(f"announce answered {answer!r}")
+
+
+def leechers(port: int) -> int:
+    """The torrent's leechers by the target's own scrape (every wrk announce adds one)."""
+    answer: Any = bencode.decode(wait_http(port, f"/scrape?info_hash={quoted(INFO_HASH)}", 5))
+    try:
+        return int(answer[b"files"][INFO_HASH][b"incomplete"])
+    except (KeyError, TypeError, ValueError):
+        raise TargetError(f"scrape answered {answer!r}") from None
+
+
+def counted_round(port: int, args: argparse.Namespace, script: Path) -> dict[str, Any]:
+    """A wrk round that must have registered its peers: a target answering failures
+    (a malformed request, say) would otherwise look fast."""
+    before = leechers(port)
+    result = wrk_round(port, args, script)
+    added = leechers(port) - before
+    requests = result["rate"] * args.seconds
+    if added < 0.5 * requests:
+        raise TargetError(f"{requests:.0f} announces added only {added} peers")
+    result["peers_added"] = added
+    return result
 
 
 def start(
@@ -194,7 +222,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="rendezvous_bench.") as tmp:
         work = Path(tmp)
         script = work / "announce.lua"
-        script.write_text(WRK_SCRIPT.replace("INFO_HASH", quoted(INFO_HASH).replace("%", "%%")))
+        # A plain Lua string (not a format): the escapes go in as they are.
+        script.write_text(WRK_SCRIPT.replace("INFO_HASH", quoted(INFO_HASH)))
         children = Children(work, 60 + len(names) * args.rounds * (2 * args.seconds + 40))
         try:
             servers: dict[str, tuple[Server, int]] = {}
@@ -211,12 +240,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for name in order:
                     server, udp_port = servers[name]
                     try:
-                        result = wrk_round(server.port, args, script)
+                        if name == "natkit":
+                            result = counted_round(server.port, args, script)
+                        else:
+                            if name == "opentracker":  # keys peers by address, not id:
+                                check_announce(server.port, 5, WRK_PEER_ID)  # no count
+                            result = wrk_round(server.port, args, script)
                         http[name].append(result)
                         line = f"[round {r + 1}/{args.rounds}] {name:<12} "
                         line += f"HTTP {result['rate'] / 1000:6.1f}k/s"
                         if name == "natkit":  # and on --http-tracker, its own port
-                            own = wrk_round(udp_port, args, script)
+                            own = counted_round(udp_port, args, script)
                             http.setdefault(OWN_PORT, []).append(own)
                             line += f" (own port {own['rate'] / 1000:6.1f}k/s)"
                         if name in udp:

@@ -17,7 +17,7 @@ from rendezvous.api.access import access
 from rendezvous.api.errors import json_errors
 from rendezvous.bittorrent.connection_ids import ConnectionIds
 from rendezvous.challenges import Challenges
-from rendezvous.http_tracker import open_http_tracker
+from rendezvous.http_tracker import HttpTracker, open_http_tracker
 from rendezvous.metrics import RendezvousMetrics
 from rendezvous.settings import RendezvousSettings
 from rendezvous.signaling.bus import open_bus
@@ -43,6 +43,7 @@ def create_app(
     app.router.add_get("/metrics", metrics.handler)
     app[keys.SETTINGS] = settings
     app[keys.TENANTS] = load_tenants(settings.tenants_file)  # ValueError naming the problem
+    app[keys.TRACKER] = HttpTracker(settings)
     app[keys.CLOCK] = clock
     secret = settings.secret.encode() if settings.secret else os.urandom(32)
     if not settings.secret and settings.store != "memory":

@@ -60,6 +60,7 @@ class HttpTracker:
 
     def __init__(self, settings: RendezvousSettings) -> None:
         self.settings = settings
+        self.planner = torrents.Planner(settings)
 
     def announce_call(
         self, query: bytes | str, remote: str | None
@@ -72,16 +73,15 @@ class HttpTracker:
         address = torrents.source_address(remote)
         if address is None:
             return failure("cannot tell your address")
-        call = torrents.plan(
-            self.settings,
-            info_hash=request.info_hash,
-            peer_id=request.peer_id,
-            address=address,
-            port=request.port,
-            left=request.left,
-            event=request.event,
-            numwant=request.numwant,
-            compact=request.compact,
+        call = self.planner.plan(
+            request.info_hash,
+            request.peer_id,
+            address,
+            request.port,
+            request.left,
+            request.event,
+            request.numwant,
+            request.compact,
         )
         return request, call
 

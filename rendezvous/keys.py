@@ -8,7 +8,7 @@ from aiohttp import web
 
 from rendezvous.bittorrent.connection_ids import ConnectionIds
 from rendezvous.challenges import Challenges
-from rendezvous.http_tracker import HttpTrackerServer
+from rendezvous.http_tracker import HttpTracker, HttpTrackerServer
 from rendezvous.metrics import RendezvousMetrics
 from rendezvous.settings import RendezvousSettings
 from rendezvous.signaling.hub import Hub
@@ -24,6 +24,7 @@ HUB = web.AppKey("hub", Hub)  # this instance's signaling sockets
 CONNECTION_IDS = web.AppKey("connection_ids", ConnectionIds)  # BEP 15, stateless
 UDP_TRACKER = web.AppKey("udp_tracker", UdpTrackerSocket)  # when --udp-tracker is set
 HTTP_TRACKER = web.AppKey("http_tracker", HttpTrackerServer)  # when --http-tracker is set
+TRACKER = web.AppKey("tracker", HttpTracker)  # what /announce and /scrape answer
 TENANTS = web.AppKey("tenants", Tenants)  # --tenants-file; empty: one public namespace
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")  # Unix time, as every TTL
 

@@ -69,39 +69,50 @@ class StoreAnnounce(NamedTuple):
     records: bool  # False: compact answers, the peers' stored bytes are all it needs
 
 
-def plan(
-    settings: RendezvousSettings,
-    *,
-    info_hash: bytes,
-    peer_id: bytes,
-    address: bytes,
-    port: int,
-    left: int,
-    event: Event,
-    numwant: int | None,
-    compact: bool = True,
-) -> StoreAnnounce:
-    """Register (or, on ``stopped``, remove) the peer at ``address`` (packed, from
-    ``source_address``) and ``port`` and sample the others (``numwant`` None: the
-    tracker's default)."""
-    peer_key = peer_id.hex()
-    stopped = event == Event.STOPPED
-    register = None
-    if not stopped:
+class Planner:
+    """Makes the store call of each announce (``plan``), with the settings' numbers
+    worked out once: both trackers call it for every request."""
+
+    __slots__ = ("capacity", "default_want", "max_want", "ttl")
+
+    def __init__(self, settings: RendezvousSettings) -> None:
         # Two intervals: a client that misses one announce stays listed.
-        ttl = float(min(settings.max_ttl, 2 * settings.announce_interval))
-        register = Registration(peer_key, address + port.to_bytes(2, "big"), ttl, left == 0)
-    wanted = settings.default_numwant if numwant is None else numwant
-    return StoreAnnounce(
-        swarm_of(info_hash),
-        register,
-        peer_key if stopped else None,
-        event == Event.COMPLETED,
-        0 if stopped else min(settings.max_numwant, wanted),
-        peer_key,
-        settings.swarm_capacity,
-        not compact,
-    )
+        self.ttl = float(min(settings.max_ttl, 2 * settings.announce_interval))
+        self.default_want = settings.default_numwant
+        self.max_want = settings.max_numwant
+        self.capacity = settings.swarm_capacity
+
+    def plan(
+        self,
+        info_hash: bytes,
+        peer_id: bytes,
+        address: bytes,
+        port: int,
+        left: int,
+        event: Event,
+        numwant: int | None,
+        compact: bool = True,
+    ) -> StoreAnnounce:
+        """Register (or, on ``stopped``, remove) the peer at ``address`` (packed, from
+        ``source_address``) and ``port`` and sample the others (``numwant`` None: the
+        tracker's default)."""
+        peer_key = peer_id.hex()
+        if event == Event.STOPPED:
+            return StoreAnnounce(
+                swarm_of(info_hash), None, peer_key, False, 0, peer_key, self.capacity, False
+            )
+        data = address + port.to_bytes(2, "big")
+        wanted = self.default_want if numwant is None else min(self.max_want, numwant)
+        return StoreAnnounce(
+            "bt:" + info_hash.hex(),  # swarm_of, inline: the hot path
+            Registration(peer_key, data, self.ttl, left == 0),
+            None,
+            event == Event.COMPLETED,
+            wanted,
+            peer_key,
+            self.capacity,
+            not compact,
+        )
 
 
 async def announce(store: Store, call: StoreAnnounce, now: float) -> Announced:

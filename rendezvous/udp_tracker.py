@@ -52,6 +52,7 @@ class UdpTracker:
         self.settings = settings
         self.ids = ids
         self.ipv6 = ipv6
+        self.planner = torrents.Planner(settings)
 
     def handle(
         self, data: bytes, addr: Address, now: float
@@ -76,15 +77,15 @@ class UdpTracker:
         address = torrents.source_address(addr[0])
         if address is None:
             return None
-        return torrents.plan(
-            self.settings,
-            info_hash=request.info_hash,
-            peer_id=request.peer_id,
-            address=address,
-            port=request.port,
-            left=request.left,
-            event=request.event,
-            numwant=None if request.num_want < 0 else request.num_want,
+        numwant = None if request.num_want < 0 else request.num_want
+        return self.planner.plan(
+            request.info_hash,
+            request.peer_id,
+            address,
+            request.port,
+            request.left,
+            request.event,
+            numwant,
         )
 
     def answer_announce(self, request: AnnounceRequest, announced: Announced) -> bytes:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from rendezvous import keys, torrents
-from rendezvous.http_tracker import HttpTracker
 
 routes = web.RouteTableDef()
 
@@ -23,7 +22,7 @@ def _bencoded(body: bytes) -> web.Response:
 @routes.get("/announce")
 async def announce(request: web.Request) -> web.Response:
     app = request.app
-    tracker = HttpTracker(app[keys.SETTINGS])
+    tracker = app[keys.TRACKER]
     # The raw query: info_hash and peer_id are binary, percent-encoded.
     prepared = tracker.announce_call(request.rel_url.raw_query_string, request.remote)
     if isinstance(prepared, bytes):
@@ -36,9 +35,10 @@ async def announce(request: web.Request) -> web.Response:
 @routes.get("/scrape")
 async def scrape(request: web.Request) -> web.Response:
     app = request.app
-    hashes = HttpTracker.scrape_hashes(request.rel_url.raw_query_string)
+    tracker = app[keys.TRACKER]
+    hashes = tracker.scrape_hashes(request.rel_url.raw_query_string)
     if isinstance(hashes, bytes):
         return _bencoded(hashes)
     swarms = [torrents.swarm_of(h) for h in hashes]
     stats = await app[keys.STORE].stats(swarms, now=app[keys.CLOCK]())
-    return _bencoded(HttpTracker.answer_scrape(hashes, stats))
+    return _bencoded(tracker.answer_scrape(hashes, stats))

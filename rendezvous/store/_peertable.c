@@ -299,6 +299,8 @@ static PyObject *PeerTable_put(PeerTable *t, PyObject *const *args, Py_ssize_t n
     Py_hash_t hash = PyObject_Hash(key);
     if (hash == -1)
         return NULL;
+    if (t->count == 0)
+        t->latest = -Py_HUGE_VAL; /* an emptied swarm starts afresh, as swarm.py's */
     double expires = now + t->ttl;
     if (expires < t->latest)
         expires = t->latest; /* never below the latest: refresh order stays expiry order */

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from client_sdk.identity import Identity, b64encode
+from client_sdk.identity import Identity, b64decode, b64encode
 from rendezvous.api.auth import CHALLENGE_HEADER, KEY_HEADER, SIGNATURE_HEADER, request_fields
 from rendezvous.app import create_app
 from rendezvous.settings import RendezvousSettings
@@ -136,7 +136,12 @@ async def test_signature_problems_are_401(api: tuple[TestClient[Any, Any], Clock
     assert (await error_of(tampered))[:2] == (401, "bad_signature")
     # A challenge from another server (another secret), and an expired one.
     challenge = (await (await client.get("/v1/challenge")).json())["challenge"]
-    forged = challenge[:-2] + ("AA" if not challenge.endswith("AA") else "BB")
+    # Another MAC: flip a bit of its last byte (editing base64 text could change only
+    # padding bits, and decode to the same MAC).
+    issued, nonce, mac = challenge.split(".")
+    raw_mac = bytearray(b64decode(mac, what="mac", size=16))
+    raw_mac[-1] ^= 1
+    forged = ".".join((issued, nonce, b64encode(bytes(raw_mac))))
     headers = {
         KEY_HEADER: b64encode(alice.public_key),
         CHALLENGE_HEADER: forged,
