@@ -379,12 +379,8 @@ static PyObject *PeerTable_remove(PeerTable *t, PyObject *key) {
     Py_RETURN_TRUE;
 }
 
-static PyObject *PeerTable_prune(PeerTable *t, PyObject *arg) {
-    if (ready(t) < 0)
-        return NULL;
-    double now = PyFloat_AsDouble(arg);
-    if (now == -1.0 && PyErr_Occurred())
-        return NULL;
+/* Remove the peers that expired by ``now``: how many, or -1 on error. */
+static Py_ssize_t prune_until(PeerTable *t, double now) {
     Py_ssize_t removed = 0;
     while (t->head >= 0 && t->expires[t->head] <= now) {
         int32_t e = t->head;
@@ -392,12 +388,22 @@ static PyObject *PeerTable_prune(PeerTable *t, PyObject *arg) {
         if (find(t, t->keys[e], t->hashes[e], &at) != e) {
             if (!PyErr_Occurred())
                 PyErr_SetString(PyExc_RuntimeError, "peer table index is inconsistent");
-            return NULL;
+            return -1;
         }
         remove_entry(t, e, at);
         removed++;
     }
-    return PyLong_FromSsize_t(removed);
+    return removed;
+}
+
+static PyObject *PeerTable_prune(PeerTable *t, PyObject *arg) {
+    if (ready(t) < 0)
+        return NULL;
+    double now = PyFloat_AsDouble(arg);
+    if (now == -1.0 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t removed = prune_until(t, now);
+    return removed < 0 ? NULL : PyLong_FromSsize_t(removed);
 }
 
 static PyObject *entry_tuple(PeerTable *t, int32_t e, int with_seeder) {
@@ -492,6 +498,38 @@ static PyObject *PeerTable_sample(PeerTable *t, PyObject *const *args, Py_ssize_
         got++;
     }
     return Py_BuildValue("(NN)", list, packed);
+}
+
+static PyObject *PeerTable_announce(PeerTable *t, PyObject *const *args, Py_ssize_t nargs) {
+    /* announce(peer_id, data, seeder, now, draw, want, exclude, draw2, records)
+       -> (new, records or None, packed): prune, put, sample in one call (a tracker's
+       announce); the arguments as put's and sample's. */
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError,
+                        "announce(peer_id, data, seeder, now, draw, want, exclude, draw2, "
+                        "records)");
+        return NULL;
+    }
+    if (ready(t) < 0)
+        return NULL;
+    double now = PyFloat_AsDouble(args[3]);
+    if (now == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (prune_until(t, now) < 0)
+        return NULL;
+    PyObject *added = PeerTable_put(t, args, 5);
+    if (added == NULL)
+        return NULL;
+    PyObject *sample = PeerTable_sample(t, args + 5, 4);
+    if (sample == NULL) {
+        Py_DECREF(added);
+        return NULL;
+    }
+    PyObject *result = PyTuple_Pack(3, added, PyTuple_GET_ITEM(sample, 0),
+                                    PyTuple_GET_ITEM(sample, 1));
+    Py_DECREF(added);
+    Py_DECREF(sample);
+    return result;
 }
 
 static PyObject *PeerTable_page(PeerTable *t, PyObject *const *args, Py_ssize_t nargs) {
@@ -630,6 +668,9 @@ static PyMethodDef PeerTable_methods[] = {
     {"prune", (PyCFunction)PeerTable_prune, METH_O, "prune(now) -> peers removed"},
     {"sample", (PyCFunction)(void (*)(void))PeerTable_sample, METH_FASTCALL,
      "sample(want, exclude, draw, records) -> (records or None, packed data)"},
+    {"announce", (PyCFunction)(void (*)(void))PeerTable_announce, METH_FASTCALL,
+     "announce(peer_id, data, seeder, now, draw, want, exclude, draw2, records) -> "
+     "(new, records or None, packed)"},
     {"page", (PyCFunction)(void (*)(void))PeerTable_page, METH_FASTCALL,
      "page(after, limit) -> entries refreshed after sequence ``after``, oldest first"},
     {"entries", (PyCFunction)PeerTable_entries, METH_NOARGS, "entries in refresh order"},

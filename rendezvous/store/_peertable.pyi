@@ -18,6 +18,18 @@ class PeerTable:
     def sample(
         self, want: int, exclude: str | None, draw: float, records: bool
     ) -> tuple[list[tuple[str, bytes, float]] | None, bytes]: ...
+    def announce(
+        self,
+        peer_id: str,
+        data: bytes,
+        seeder: bool,
+        now: float,
+        draw: float,
+        want: int,
+        exclude: str | None,
+        draw2: float,
+        records: bool,
+    ) -> tuple[bool, list[tuple[str, bytes, float]] | None, bytes]: ...
     def page(self, after: int, limit: int) -> list[Entry]: ...
     def entries(self) -> list[Entry]: ...
     def order(self) -> list[str]: ...

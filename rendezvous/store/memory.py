@@ -70,6 +70,20 @@ class MemoryStore:
         capacity: int = 0,
         records: bool = True,
     ) -> Announced:
+        state = self._swarms.get(swarm)
+        if (
+            type(state) is TableSwarm
+            and register is not None
+            and leave is None
+            and not completed
+            and want > 0
+            and state.accepts(register)
+            and (not capacity or len(state) < capacity or register.peer_id in state)
+        ):
+            # A tracker's announce, all in C: prune, register, sample.
+            new, sampled, data = state.announce(register, now, want, exclude, records)
+            state.keep_until = now + self._keep
+            return Announced(sampled, state.stats(), new, False, data, state.width)
         state = self._live(swarm, now)
         joined = full = False
         if register is not None or completed:

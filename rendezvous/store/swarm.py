@@ -262,6 +262,31 @@ class TableSwarm:
     def remove(self, peer_id: str) -> bool:
         return self.table.remove(peer_id)
 
+    def announce(
+        self,
+        registration: Registration,
+        now: float,
+        want: int,
+        exclude: str | None,
+        records: bool = True,
+    ) -> tuple[bool, tuple[PeerRecord, ...], bytes]:
+        """``prune(now)``, ``put``, ``sample`` in one call (an accepted registration):
+        whether the peer is new, and the sample."""
+        new, found, packed = self.table.announce(
+            registration.peer_id,
+            registration.data,
+            registration.seeder,
+            now,
+            random.random(),
+            want,
+            exclude,
+            random.random(),
+            records,
+        )
+        if found is None:
+            return new, (), packed
+        return new, tuple([PeerRecord(*entry) for entry in found]), packed
+
     def prune(self, now: float) -> None:
         self.table.prune(now)
 

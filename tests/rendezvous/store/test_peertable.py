@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(swarm.PeerTable is None, reason="_peertable is n
 WIDTH, TTL = 6, 60.0
 ops = st.lists(
     st.tuples(
-        st.sampled_from(["put", "put", "put", "remove", "tick", "sample", "page"]),
+        st.sampled_from(["put", "put", "put", "remove", "tick", "sample", "page", "announce"]),
         st.integers(0, 30),
         st.integers(0, 40),
     ),
@@ -55,6 +55,15 @@ def test_table_swarm_behaves_as_swarm(operations: list[tuple[str, int, int]], rn
             assert python.put(reg, at) == table.put(reg, at)
         elif op == "remove":
             assert python.remove(peer) == table.remove(peer)
+        elif op == "announce":  # prune, put and sample in one C call
+            reg = Registration(peer, bytes([n, k]) * 3, TTL, seeder=k % 2 == 1)
+            python.prune(now)
+            new, listed, data = table.announce(reg, now, k, peer, records=k % 2 == 0)
+            assert python.put(reg, now) == new
+            assert peer not in {r.peer_id for r in listed}
+            assert len(data) == WIDTH * min(k, len(table) - 1)
+            if listed:
+                assert data == b"".join(r.data for r in listed)
         elif op == "tick":
             now += k
             python.prune(now)
