@@ -141,7 +141,12 @@ _REASONS: Final = {
 _ROUTES: Final = {b"/announce": "announce", b"/scrape": "scrape"}
 
 
+_OK_HEAD: Final = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
+
+
 def response(status: int, body: bytes, *, close: bool = False) -> bytes:
+    if status == 200 and not close:  # every answer but refusals
+        return b"%s%d\r\n\r\n%s" % (_OK_HEAD, len(body), body)
     head = b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n" % (
         status,
         _REASONS[status],
@@ -184,6 +189,7 @@ class HttpTrackerProtocol(asyncio.Protocol):
         # Answers in request order: bytes when ready, a future while the store works.
         self.answers: deque[bytes | asyncio.Future[bytes]] = deque()
         self.closing = False  # answer what is queued, then close
+        self.keep_alive = True  # the request being answered's
         self.idle: asyncio.TimerHandle | None = None
         self.remote: str | None = None
         self.last_active = 0.0
@@ -249,7 +255,7 @@ class HttpTrackerProtocol(asyncio.Protocol):
             return
         self.head_bytes = 0
         request, parser = self.request, self.parser
-        keep_alive = parser.should_keep_alive()
+        keep_alive = self.keep_alive = parser.should_keep_alive()
         if request.too_large:
             self._refuse(431, f"a request head is at most {MAX_HEAD} bytes")
             return
@@ -263,9 +269,10 @@ class HttpTrackerProtocol(asyncio.Protocol):
         path, _, query = request.url.partition(b"?")
         route = _ROUTES.get(path)
         if route is None:
-            self._answer(response(404, failure("not a tracker path: use /announce or /scrape")))
+            reason = failure("not a tracker path: use /announce or /scrape")
+            self._answer(response(404, reason, close=not keep_alive))
         elif method != b"GET":
-            self._answer(response(405, failure("use GET")))
+            self._answer(response(405, failure("use GET"), close=not keep_alive))
         else:
             self._serve(route, query)
         if not keep_alive:
@@ -277,33 +284,38 @@ class HttpTrackerProtocol(asyncio.Protocol):
 
     def _serve(self, route: str, query: bytes) -> None:
         remote, tracker, now = self.remote, self.tracker, self.clock()
+        close = not self.keep_alive  # RFC 9112 9.6: say so in the final response
         if route == "announce":
             prepared = tracker.announce_call(query, remote)
             if isinstance(prepared, bytes):
-                self._answer(response(200, prepared))
+                self._answer(response(200, prepared, close=close))
             elif self.local is not None:
                 request, call = prepared
                 announced = torrents.announce_now(self.local, call, now)
-                self._answer(response(200, tracker.answer_announce(request, announced)))
+                self._answer(
+                    response(200, tracker.answer_announce(request, announced), close=close)
+                )
             else:
-                self._later(self._announce(*prepared))
+                self._later(self._announce(*prepared, close))
             return
         hashes = tracker.scrape_hashes(query)
         if isinstance(hashes, bytes):
-            self._answer(response(200, hashes))
+            self._answer(response(200, hashes, close=close))
         elif self.local is not None:
             stats = self.local.stats_now([torrents.swarm_of(h) for h in hashes], now=now)
-            self._answer(response(200, tracker.answer_scrape(hashes, stats)))
+            self._answer(response(200, tracker.answer_scrape(hashes, stats), close=close))
         else:
-            self._later(self._scrape(hashes))
+            self._later(self._scrape(hashes, close))
 
-    async def _announce(self, request: AnnounceRequest, call: torrents.StoreAnnounce) -> bytes:
+    async def _announce(
+        self, request: AnnounceRequest, call: torrents.StoreAnnounce, close: bool
+    ) -> bytes:
         announced = await torrents.announce(self.store, call, self.clock())
-        return response(200, self.tracker.answer_announce(request, announced))
+        return response(200, self.tracker.answer_announce(request, announced), close=close)
 
-    async def _scrape(self, hashes: tuple[bytes, ...]) -> bytes:
+    async def _scrape(self, hashes: tuple[bytes, ...], close: bool) -> bytes:
         stats = await self.store.stats([torrents.swarm_of(h) for h in hashes], now=self.clock())
-        return response(200, self.tracker.answer_scrape(hashes, stats))
+        return response(200, self.tracker.answer_scrape(hashes, stats), close=close)
 
     def _later(self, work: Coroutine[Any, Any, bytes]) -> None:
         """Run ``work`` once the connection's previous store call is done: pipelined

@@ -136,7 +136,9 @@ async def test_refusals_close_the_connection(
 async def test_connection_close(tracker: tuple[str, int], version: str, extra: str) -> None:
     conn = await connect(tracker)
     conn.writer.write(get(announce_path(b"e" * 20, 7002), extra, version))
-    assert (await conn.response())[0] == 200
+    status, headers, _ = await conn.response()
+    assert status == 200
+    assert headers["Connection"] == "close"
     assert await conn.closed()
 
 
