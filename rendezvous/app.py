@@ -109,6 +109,7 @@ async def _udp_tracker(app: web.Application) -> AsyncIterator[None]:
         batched=settings.udp_batch_io,
     )
     app[keys.UDP_TRACKER] = protocol
+    app[keys.METRICS].trackers["udp"] = protocol.counts
     log.info("udp tracker on %s", settings.udp_tracker)
     try:
         yield
@@ -127,6 +128,7 @@ async def _http_tracker(app: web.Application) -> AsyncIterator[None]:
         host.strip("[]"), int(port), settings, app[keys.STORE], app[keys.CLOCK]
     )
     app[keys.HTTP_TRACKER] = server
+    app[keys.METRICS].trackers["http"] = server.counts
     log.info("http tracker on %s", settings.http_tracker)
     try:
         yield

@@ -43,6 +43,7 @@ from rendezvous.bittorrent.announce import (
     parse_announce,
     parse_scrape,
 )
+from rendezvous.metrics import TrackerCounts
 from rendezvous.settings import RendezvousSettings
 from rendezvous.store import Announced, Store, StoreError, SwarmStats
 from rendezvous.store.memory import MemoryStore
@@ -176,8 +177,10 @@ class HttpTrackerProtocol(asyncio.Protocol):
         store: Store,
         clock: Callable[[], float],
         connections: set[HttpTrackerProtocol],
+        counts: TrackerCounts,
     ) -> None:
         self.tracker = tracker
+        self.counts = counts
         self.store = store
         self.local = store if isinstance(store, MemoryStore) else None
         self.clock = clock
@@ -271,8 +274,10 @@ class HttpTrackerProtocol(asyncio.Protocol):
         if route is None:
             reason = failure("not a tracker path: use /announce or /scrape")
             self._answer(response(404, reason, close=not keep_alive))
+            self.counts.errors += 1
         elif method != b"GET":
             self._answer(response(405, failure("use GET"), close=not keep_alive))
+            self.counts.errors += 1
         else:
             self._serve(route, query)
         if not keep_alive:
@@ -283,15 +288,17 @@ class HttpTrackerProtocol(asyncio.Protocol):
     # ---- answering
 
     def _serve(self, route: str, query: bytes) -> None:
-        remote, tracker, now = self.remote, self.tracker, self.clock()
+        remote, tracker, now, counts = self.remote, self.tracker, self.clock(), self.counts
         close = not self.keep_alive  # RFC 9112 9.6: say so in the final response
         if route == "announce":
             prepared = tracker.announce_call(query, remote)
             if isinstance(prepared, bytes):
+                counts.errors += 1
                 self._answer(response(200, prepared, close=close))
             elif self.local is not None:
                 request, call = prepared
                 announced = torrents.announce_now(self.local, call, now)
+                counts.announces += 1
                 self._answer(
                     response(200, tracker.answer_announce(request, announced), close=close)
                 )
@@ -300,9 +307,11 @@ class HttpTrackerProtocol(asyncio.Protocol):
             return
         hashes = tracker.scrape_hashes(query)
         if isinstance(hashes, bytes):
+            counts.errors += 1
             self._answer(response(200, hashes, close=close))
         elif self.local is not None:
             stats = self.local.stats_now([torrents.swarm_of(h) for h in hashes], now=now)
+            counts.scrapes += 1
             self._answer(response(200, tracker.answer_scrape(hashes, stats), close=close))
         else:
             self._later(self._scrape(hashes, close))
@@ -311,10 +320,12 @@ class HttpTrackerProtocol(asyncio.Protocol):
         self, request: AnnounceRequest, call: torrents.StoreAnnounce, close: bool
     ) -> bytes:
         announced = await torrents.announce(self.store, call, self.clock())
+        self.counts.announces += 1
         return response(200, self.tracker.answer_announce(request, announced), close=close)
 
     async def _scrape(self, hashes: tuple[bytes, ...], close: bool) -> bytes:
         stats = await self.store.stats([torrents.swarm_of(h) for h in hashes], now=self.clock())
+        self.counts.scrapes += 1
         return response(200, self.tracker.answer_scrape(hashes, stats), close=close)
 
     def _later(self, work: Coroutine[Any, Any, bytes]) -> None:
@@ -348,6 +359,7 @@ class HttpTrackerProtocol(asyncio.Protocol):
                     out.append(first.result())
                 except StoreError as exc:
                     log.warning("http tracker: store unavailable: %s", exc)
+                    self.counts.errors += 1
                     out.append(response(200, failure(STORE_DOWN)))
                 except asyncio.CancelledError:
                     continue
@@ -373,6 +385,7 @@ class HttpTrackerProtocol(asyncio.Protocol):
         if self.closing:
             return
         self.closing = True
+        self.counts.errors += 1
         self._answer(response(status, failure(reason), close=True))
         self._flush()
 
@@ -398,9 +411,15 @@ async def _after(previous: asyncio.Future[bytes] | None, work: Coroutine[Any, An
 class HttpTrackerServer:
     """The listening socket and its connections."""
 
-    def __init__(self, server: asyncio.Server, connections: set[HttpTrackerProtocol]) -> None:
+    def __init__(
+        self,
+        server: asyncio.Server,
+        connections: set[HttpTrackerProtocol],
+        counts: TrackerCounts,
+    ) -> None:
         self.server = server
         self.connections = connections
+        self.counts = counts
 
     @property
     def sockname(self) -> tuple[str, int]:
@@ -424,11 +443,12 @@ async def open_http_tracker(
 ) -> HttpTrackerServer:
     tracker = HttpTracker(settings)
     connections: set[HttpTrackerProtocol] = set()
+    counts = TrackerCounts()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: HttpTrackerProtocol(tracker, store, clock, connections),
+        lambda: HttpTrackerProtocol(tracker, store, clock, connections, counts),
         host,
         port,
         reuse_address=True,
     )
-    return HttpTrackerServer(server, connections)
+    return HttpTrackerServer(server, connections, counts)

@@ -35,6 +35,7 @@ from rendezvous.bittorrent.udp import (
     parse_request,
     peek_transaction_id,
 )
+from rendezvous.metrics import TrackerCounts
 from rendezvous.settings import RendezvousSettings
 from rendezvous.store import Announced, Store, StoreError, SwarmStats
 from rendezvous.store.memory import MemoryStore
@@ -140,6 +141,7 @@ class UdpTrackerSocket:
         self.pending: set[asyncio.Task[None]] = set()
         self.queued: Batch = []
         self.in_flight = 0  # requests queued or in a running batch
+        self.counts = TrackerCounts()
         # The in-process store answers at once: no task, no coroutine per request.
         self._local = store if isinstance(store, MemoryStore) else None
         self._loop = asyncio.get_running_loop()
@@ -178,6 +180,7 @@ class UdpTrackerSocket:
     def received(self, data: bytes, addr: Address, now: float) -> None:
         result = self.tracker.handle(data, addr, now)
         if result is None:
+            self.counts.dropped += 1
             return
         if isinstance(result, bytes):
             self.send(result, addr)
@@ -188,6 +191,8 @@ class UdpTrackerSocket:
                 self._loop.call_soon(self._start_batch)
             self.queued.append((result, addr))
             self.in_flight += 1
+        else:
+            self.counts.dropped += 1
 
     def _answer_now(
         self,
@@ -237,6 +242,16 @@ class UdpTrackerSocket:
     def send(self, payload: bytes, addr: Address) -> None:
         if self._closed or not payload:
             return
+        # Count by the answer's action (BEP 15: byte 3 of its first word).
+        action, counts = payload[3], self.counts
+        if action == 1:
+            counts.announces += 1
+        elif action == 0:
+            counts.connects += 1
+        elif action == 2:
+            counts.scrapes += 1
+        else:
+            counts.errors += 1
         dataplane = self._dataplane
         if dataplane is None:
             if self._transport is not None:

@@ -21,7 +21,9 @@ from rendezvous import keys
 from rendezvous.app import create_app
 from rendezvous.bittorrent import bencode
 from rendezvous.bittorrent.announce import parse_compact_peers
+from rendezvous.bittorrent.udp import ConnectRequest
 from rendezvous.http_tracker import MAX_HEAD, HttpTracker, HttpTrackerProtocol
+from rendezvous.metrics import TrackerCounts
 from rendezvous.settings import RendezvousSettings
 from rendezvous.store.memory import MemoryStore
 
@@ -193,7 +195,7 @@ def test_any_bytes_get_http_answers_or_a_close(parts: list[bytes]) -> None:
     async def feed() -> FakeTransport:
         transport = FakeTransport()
         protocol = HttpTrackerProtocol(
-            HttpTracker(RendezvousSettings()), MemoryStore(), lambda: 1e9, set()
+            HttpTracker(RendezvousSettings()), MemoryStore(), lambda: 1e9, set(), TrackerCounts()
         )
         protocol.connection_made(transport)
         for part in parts:
@@ -214,7 +216,34 @@ def test_any_bytes_get_http_answers_or_a_close(parts: list[bytes]) -> None:
         written = rest[length:]
 
 
-def test_the_listener_is_off_unless_asked() -> None:
-    assert RendezvousSettings().http_tracker == ""
-    with socket.socket() as probe:  # nothing to assert about ports: the key is unset
-        assert probe.fileno() >= 0
+async def test_both_listeners_are_counted_in_metrics() -> None:
+    settings = RendezvousSettings(secret="s", http_tracker="127.0.0.1:0", udp_tracker="127.0.0.1:0")
+    client = TestClient(TestServer(create_app(settings)))
+    await client.start_server()
+    try:
+        conn = await connect(client.app[keys.HTTP_TRACKER].sockname)
+        conn.writer.write(get(announce_path(b"g" * 20, 7004)) + get("/elsewhere"))
+        assert [(await conn.response())[0] for _ in range(2)] == [200, 404]
+        conn.writer.close()
+        udp_port = client.app[keys.UDP_TRACKER].sockname[1]
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.setblocking(False)
+            udp.connect(("127.0.0.1", udp_port))
+            for payload in (ConnectRequest(5).encode(), b"tiny", ConnectRequest(6).encode()):
+                await loop.sock_sendall(udp, payload)  # "tiny": no transaction id, dropped
+            for _ in range(2):
+                await asyncio.wait_for(loop.sock_recv(udp, 100), 3)
+        text = await (await client.get("/metrics")).text()
+    finally:
+        await client.close()
+    expected = {
+        ("http", "announce"): 1.0,
+        ("http", "error"): 1.0,
+        ("udp", "connect"): 2.0,
+        ("udp", "dropped"): 1.0,
+        ("udp", "announce"): 0.0,
+    }
+    for (transport, kind), value in expected.items():
+        line = f'natkit_rendezvous_tracker_requests_total{{kind="{kind}",transport="{transport}"}}'
+        assert f"{line} {value}" in text, line
