@@ -103,3 +103,13 @@ class RendezvousSettings(BaseSettings):
         if not self.min_ttl <= self.default_ttl <= self.max_ttl:
             raise ValueError("need min_ttl <= default_ttl <= max_ttl")
         return self
+
+    @model_validator(mode="after")
+    def _trackers_are_public(self) -> RendezvousSettings:
+        # The BitTorrent trackers take no credentials: they serve the public namespace,
+        # which --no-public closes (the API port's /announce answers 401 then).
+        if not self.public and (self.udp_tracker or self.http_tracker):
+            raise ValueError(
+                "--udp-tracker and --http-tracker serve the public namespace: not with --no-public"
+            )
+        return self

@@ -200,3 +200,10 @@ async def test_signals_stay_within_a_namespace(
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused_upgrade:
             await private.ws_connect(path)
         assert refused_upgrade.value.status == 401
+
+
+def test_tracker_listeners_need_the_public_namespace() -> None:
+    with pytest.raises(ValueError, match="not with --no-public"):
+        RendezvousSettings(public=False, udp_tracker="127.0.0.1:0")
+    with pytest.raises(ValueError, match="not with --no-public"):
+        RendezvousSettings(public=False, http_tracker="127.0.0.1:0")
