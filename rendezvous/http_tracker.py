@@ -12,7 +12,8 @@ listener speaks just enough HTTP/1.1, with ``httptools`` (the C parser uvicorn u
 
 * ``GET`` of ``/announce`` and ``/scrape`` (anything else: 404, other methods: 405);
 * keep-alive and pipelining (answers in request order), ``Connection: close`` and
-  HTTP/1.0 honoured;
+  HTTP/1.0 honoured; a client that does not read its answers is not read from until it
+  does (the write buffer's high-water mark);
 * no bodies: a request with one gets 400 and the connection closes, as does anything
   unparsable; a request head over ``MAX_HEAD`` bytes gets 431;
 * a connection idle for ``IDLE_TIMEOUT`` seconds is closed; at most ``MAX_PIPELINED``
@@ -217,6 +218,16 @@ class HttpTrackerProtocol(asyncio.Protocol):
         for answer in self.answers:
             if isinstance(answer, asyncio.Future):
                 answer.cancel()
+
+    def pause_writing(self) -> None:
+        """The client does not read its answers: stop reading its requests until it does
+        (else a pipelining client could grow the write buffer without bound)."""
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.paused:
+            self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         if self.closing:

@@ -158,6 +158,7 @@ class FakeTransport(asyncio.Transport):
         super().__init__()
         self.written = bytearray()
         self.closed = False
+        self.reading = True
 
     def write(self, data: Any) -> None:
         assert not self.closed, "written after close"
@@ -173,10 +174,10 @@ class FakeTransport(asyncio.Transport):
         return ("127.0.0.1", 5000) if name == "peername" else default
 
     def pause_reading(self) -> None:
-        pass
+        self.reading = False
 
     def resume_reading(self) -> None:
-        pass
+        self.reading = True
 
 
 valid = get(announce_path(b"f" * 20, 7003))
@@ -247,3 +248,21 @@ async def test_both_listeners_are_counted_in_metrics() -> None:
     for (transport, kind), value in expected.items():
         line = f'natkit_rendezvous_tracker_requests_total{{kind="{kind}",transport="{transport}"}}'
         assert f"{line} {value}" in text, line
+
+
+def test_a_client_that_does_not_read_is_not_read_from() -> None:
+    async def run() -> list[bool]:
+        transport = FakeTransport()
+        protocol = HttpTrackerProtocol(
+            HttpTracker(RendezvousSettings()), MemoryStore(), lambda: 1e9, set(), TrackerCounts()
+        )
+        protocol.connection_made(transport)
+        seen = [transport.reading]
+        protocol.pause_writing()  # what asyncio calls past the write buffer's high water
+        seen.append(transport.reading)
+        protocol.resume_writing()
+        seen.append(transport.reading)
+        protocol.connection_lost(None)
+        return seen
+
+    assert asyncio.run(run()) == [True, False, True]
