@@ -15,28 +15,16 @@ import contextlib
 import json
 import logging
 import secrets
-import struct
 import time
 
 from aiohttp import WSCloseCode, web
 
 from rendezvous.signaling.bus import Bus
+from rendezvous.signaling.frames import Opcode, frame_header
 
 log = logging.getLogger(__name__)
 
 REPLACED = 4000
-_TEXT = 0x81  # FIN + text opcode
-_LEN2 = struct.Struct("!BBH").pack
-_LEN3 = struct.Struct("!BBQ").pack
-
-
-def _text_header(size: int) -> bytes:
-    """An unmasked (server-to-client) text frame's header, RFC 6455 section 5.2."""
-    if size < 126:
-        return bytes((_TEXT, size))
-    if size < 65536:
-        return _LEN2(_TEXT, 126, size)
-    return _LEN3(_TEXT, 127, size)
 
 
 class Connection:
@@ -107,10 +95,10 @@ class Connection:
         data = message.encode() if isinstance(message, str) else message
         pending = self._pending
         if pending is None:
-            self._pending = [_text_header(len(data)), data]
+            self._pending = [frame_header(Opcode.TEXT, len(data)), data]
             self._loop.call_soon(self._flush)
         else:
-            pending.append(_text_header(len(data)))
+            pending.append(frame_header(Opcode.TEXT, len(data)))
             pending.append(data)
 
     def _flush(self) -> None:
