@@ -125,7 +125,7 @@ async def _http_tracker(app: web.Application) -> AsyncIterator[None]:
         return
     host, _, port = settings.http_tracker.rpartition(":")
     server = await open_http_tracker(
-        host.strip("[]"), int(port), settings, app[keys.STORE], app[keys.CLOCK]
+        host.strip("[]"), int(port), app[keys.TRACKER], app[keys.STORE], app[keys.CLOCK]
     )
     app[keys.HTTP_TRACKER] = server
     app[keys.METRICS].trackers["http"] = server.counts

@@ -160,12 +160,11 @@ def response(status: int, body: bytes, *, close: bool = False) -> bytes:
 
 
 class _Request:
-    __slots__ = ("body", "head", "too_large", "url")
+    __slots__ = ("body", "head", "url")
 
     def __init__(self) -> None:
         self.url = b""
         self.head = 0  # bytes of the URL and headers
-        self.too_large = False
         self.body = False
 
 
@@ -257,10 +256,6 @@ class HttpTrackerProtocol(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self.request.head += len(name) + len(value) + 4
 
-    def on_headers_complete(self) -> None:
-        if self.request.head > MAX_HEAD:
-            self.request.too_large = True
-
     def on_body(self, body: bytes) -> None:
         self.request.body = True
 
@@ -270,7 +265,7 @@ class HttpTrackerProtocol(asyncio.Protocol):
         self.head_bytes = 0
         request, parser = self.request, self.parser
         keep_alive = self.keep_alive = parser.should_keep_alive()
-        if request.too_large:
+        if request.head > MAX_HEAD:
             self._refuse(431, f"a request head is at most {MAX_HEAD} bytes")
             return
         if request.body:
@@ -448,11 +443,10 @@ class HttpTrackerServer:
 async def open_http_tracker(
     host: str,
     port: int,
-    settings: RendezvousSettings,
+    tracker: HttpTracker,
     store: Store,
     clock: Callable[[], float],
 ) -> HttpTrackerServer:
-    tracker = HttpTracker(settings)
     connections: set[HttpTrackerProtocol] = set()
     counts = TrackerCounts()
     loop = asyncio.get_running_loop()

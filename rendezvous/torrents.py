@@ -104,7 +104,7 @@ class Planner:
         data = address + port.to_bytes(2, "big")
         wanted = self.default_want if numwant is None else min(self.max_want, numwant)
         return StoreAnnounce(
-            "bt:" + info_hash.hex(),  # swarm_of, inline: the hot path
+            swarm_of(info_hash),
             Registration(peer_key, data, self.ttl, left == 0),
             None,
             event == Event.COMPLETED,

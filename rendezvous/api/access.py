@@ -79,9 +79,11 @@ async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
                 "<API key or token>",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        who, bucket = PUBLIC, f"ip:{client_ip(request)}"
+        who, bucket = PUBLIC, None  # the client IP's, named only if it is limited
         rate, burst = settings.rate_limit, settings.rate_burst
     if rate > 0:
+        if bucket is None:
+            bucket = f"ip:{client_ip(request)}"
         allowed = await app[keys.STORE].take(bucket, rate=rate, burst=burst, now=now)
         if not allowed:
             limited = "your key" if token is not None else "your address"

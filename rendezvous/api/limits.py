@@ -11,19 +11,17 @@ from aiohttp import web
 
 from rendezvous import keys
 from rendezvous.api.errors import ApiError
+from rendezvous.bittorrent.addresses import packed_ip, unpacked_ip
 
 EXEMPT = frozenset({"/livez", "/readyz", "/metrics"})
 
 
 def client_ip(request: web.Request) -> str:
+    """The canonical IP of the request's source (IPv4 for an IPv4-mapped IPv6 address),
+    or the raw remote when it is not an IP (a unix socket)."""
     remote = request.remote or ""
-    try:
-        address = ipaddress.ip_address(remote.split("%")[0])
-    except ValueError:
-        return remote
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return str(address)
+    packed = packed_ip(remote)
+    return remote if packed is None else unpacked_ip(packed)
 
 
 def network_of(ip: str) -> str:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rendezvous.store import memory, swarm
+from rendezvous.store import swarm
 from rendezvous.store.base import Registration
 from rendezvous.store.memory import MemoryStore
 from rendezvous.store.swarm import Swarm, TableSwarm
@@ -160,4 +160,3 @@ async def test_an_emptied_table_swarm_takes_a_new_width_in_c(monkeypatch: Any) -
     assert refitted.width == 18
     assert refitted.stats().downloaded == 1
     assert refitted.table.sequence == 2
-    assert memory.MemoryStore is MemoryStore
