@@ -420,6 +420,24 @@ static PyObject *entry_tuple(PeerTable *t, int32_t e, int with_seeder) {
     return result;
 }
 
+/* ``count`` entries in refresh order from ``first`` on, as (peer_id, data, expires,
+   seeder, seq) tuples. */
+static PyObject *entry_list(PeerTable *t, int32_t first, Py_ssize_t count) {
+    PyObject *list = PyList_New(count);
+    if (list == NULL)
+        return NULL;
+    int32_t e = first;
+    for (Py_ssize_t k = 0; k < count && e >= 0; k++, e = t->next[e]) {
+        PyObject *item = entry_tuple(t, e, 1);
+        if (item == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, k, item);
+    }
+    return list;
+}
+
 static PyObject *PeerTable_sample(PeerTable *t, PyObject *const *args, Py_ssize_t nargs) {
     if (ready(t) < 0)
         return NULL;
@@ -554,40 +572,14 @@ static PyObject *PeerTable_page(PeerTable *t, PyObject *const *args, Py_ssize_t 
     }
     if (limit > newer)
         limit = newer;
-    if (limit < 0)
-        limit = 0;
-    PyObject *list = PyList_New(limit);
-    if (list == NULL)
-        return NULL;
-    e = first;
-    for (Py_ssize_t k = 0; k < limit; k++, e = t->next[e]) {
-        PyObject *item = entry_tuple(t, e, 1);
-        if (item == NULL) {
-            Py_DECREF(list);
-            return NULL;
-        }
-        PyList_SET_ITEM(list, k, item);
-    }
-    return list;
+    return entry_list(t, first, limit < 0 ? 0 : limit);
 }
 
 static PyObject *PeerTable_entries(PeerTable *t, PyObject *unused) {
     if (ready(t) < 0)
         return NULL;
     /* entries() -> [(peer_id, data, expires, seeder, seq)] in refresh order */
-    PyObject *list = PyList_New(t->count);
-    if (list == NULL)
-        return NULL;
-    Py_ssize_t k = 0;
-    for (int32_t e = t->head; e >= 0 && k < t->count; e = t->next[e], k++) {
-        PyObject *item = entry_tuple(t, e, 1);
-        if (item == NULL) {
-            Py_DECREF(list);
-            return NULL;
-        }
-        PyList_SET_ITEM(list, k, item);
-    }
-    return list;
+    return entry_list(t, t->head, t->count);
 }
 
 static PyObject *PeerTable_order(PeerTable *t, PyObject *unused) {
@@ -698,8 +690,10 @@ static PyTypeObject PeerTableType = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "rendezvous.store._peertable",
-    "Swarms of the memory store in flat C arrays (see _peertable.c).", -1, NULL,
+    PyModuleDef_HEAD_INIT,
+    .m_name = "rendezvous.store._peertable",
+    .m_doc = "Swarms of the memory store in flat C arrays (see _peertable.c).",
+    .m_size = -1,
 };
 
 PyMODINIT_FUNC PyInit__peertable(void) {
