@@ -92,16 +92,22 @@ async def _close_websockets(app: web.Application) -> None:
     await app[keys.HUB].close_all()
 
 
+def _host_port(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` too) of a listener setting."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 async def _udp_tracker(app: web.Application) -> AsyncIterator[None]:
     """The BEP 15 tracker on ``--udp-tracker HOST:PORT``, when configured."""
     settings = app[keys.SETTINGS]
     if not settings.udp_tracker:
         yield
         return
-    host, _, port = settings.udp_tracker.rpartition(":")
+    host, port = _host_port(settings.udp_tracker)
     protocol = await open_udp_tracker(
-        host.strip("[]"),
-        int(port),
+        host,
+        port,
         settings,
         app[keys.CONNECTION_IDS],
         app[keys.STORE],
@@ -123,9 +129,9 @@ async def _http_tracker(app: web.Application) -> AsyncIterator[None]:
     if not settings.http_tracker:
         yield
         return
-    host, _, port = settings.http_tracker.rpartition(":")
+    host, port = _host_port(settings.http_tracker)
     server = await open_http_tracker(
-        host.strip("[]"), int(port), app[keys.TRACKER], app[keys.STORE], app[keys.CLOCK]
+        host, port, app[keys.TRACKER], app[keys.STORE], app[keys.CLOCK]
     )
     app[keys.HTTP_TRACKER] = server
     app[keys.METRICS].trackers["http"] = server.counts

@@ -34,6 +34,24 @@ def _peer_json(record: PeerRecord, now: float) -> dict[str, Any]:
     return entry
 
 
+def _swarm(request: web.Request) -> tuple[str, str]:
+    """The path's swarm and its store name; 400 or 403 before anything is read or
+    written."""
+    swarm = check_swarm(request.match_info["swarm"])
+    return swarm, store_swarm(request, swarm)
+
+
+async def _own_entry(request: web.Request, verb: str) -> tuple[str, str, str, bytes]:
+    """(swarm, store name, peer_id, public key) of a signed request about the signer's
+    own entry: a peer can only ``verb`` itself (403)."""
+    swarm, name = _swarm(request)
+    peer_id = check_peer_id(request.match_info["peer_id"])
+    signer, public_key = await signed_peer(request)
+    if signer != peer_id:
+        raise ApiError(403, "forbidden", f"a peer can only {verb} itself")
+    return swarm, name, peer_id, public_key
+
+
 @routes.get("/v1/challenge")
 async def challenge(request: web.Request) -> web.Response:
     app = request.app
@@ -47,12 +65,7 @@ async def challenge(request: web.Request) -> web.Response:
 
 @routes.put("/v1/swarms/{swarm:[^/]+}/peers/{peer_id:[^/]+}")
 async def join(request: web.Request) -> web.Response:
-    swarm = check_swarm(request.match_info["swarm"])
-    name = store_swarm(request, swarm)  # 403 before anything is read or written
-    peer_id = check_peer_id(request.match_info["peer_id"])
-    signer, public_key = await signed_peer(request)
-    if signer != peer_id:
-        raise ApiError(403, "forbidden", "a peer can only register itself")
+    swarm, name, peer_id, public_key = await _own_entry(request, "register")
     try:
         raw = json.loads(await request.read() or b"{}")
     except (ValueError, UnicodeDecodeError) as exc:
@@ -90,12 +103,7 @@ async def join(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/swarms/{swarm:[^/]+}/peers/{peer_id:[^/]+}")
 async def leave(request: web.Request) -> web.Response:
-    swarm = check_swarm(request.match_info["swarm"])
-    name = store_swarm(request, swarm)  # 403 before anything is read or written
-    peer_id = check_peer_id(request.match_info["peer_id"])
-    signer, _ = await signed_peer(request)
-    if signer != peer_id:
-        raise ApiError(403, "forbidden", "a peer can only remove itself")
+    _, name, peer_id, _ = await _own_entry(request, "remove")
     now = request.app[keys.CLOCK]()
     await request.app[keys.STORE].announce(name, now=now, leave=peer_id)
     return web.Response(status=204)
@@ -105,8 +113,7 @@ async def leave(request: web.Request) -> web.Response:
 async def peers(request: web.Request) -> web.Response:
     """A random sample (``numwant``, ``exclude``), or with ``cookie`` the registrations
     since the cookie, oldest first (libp2p rendezvous DISCOVER paging)."""
-    swarm = check_swarm(request.match_info["swarm"])
-    name = store_swarm(request, swarm)  # 403 before anything is read or written
+    _, name = _swarm(request)
     settings = request.app[keys.SETTINGS]
     store = request.app[keys.STORE]
     now = request.app[keys.CLOCK]()
@@ -131,8 +138,7 @@ async def peers(request: web.Request) -> web.Response:
 
 @routes.get("/v1/swarms/{swarm:[^/]+}")
 async def stats(request: web.Request) -> web.Response:
-    swarm = check_swarm(request.match_info["swarm"])
-    name = store_swarm(request, swarm)  # 403 before anything is read or written
+    swarm, name = _swarm(request)
     now = request.app[keys.CLOCK]()
     [found] = await request.app[keys.STORE].stats([name], now=now)
     return web.json_response(
