@@ -13,12 +13,10 @@ from typing import Any
 from urllib.parse import quote_from_bytes
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rendezvous import keys
-from rendezvous.app import create_app
 from rendezvous.bittorrent import bencode
 from rendezvous.bittorrent.announce import parse_compact_peers
 from rendezvous.bittorrent.udp import ConnectRequest
@@ -26,6 +24,7 @@ from rendezvous.http_tracker import MAX_HEAD, HttpTracker, HttpTrackerProtocol
 from rendezvous.metrics import TrackerCounts
 from rendezvous.settings import RendezvousSettings
 from rendezvous.store.memory import MemoryStore
+from tests.rendezvous.apputil import serving, store_url
 
 INFO_HASH = os.urandom(20)
 
@@ -46,14 +45,10 @@ def get(path: str, extra: str = "", version: str = "1.1") -> bytes:
 
 @pytest.fixture(params=["memory", "redis"])
 async def tracker(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, int]]:
-    store = "memory" if request.param == "memory" else request.getfixturevalue("redis_url")
-    app = create_app(RendezvousSettings(store=store, secret="s", http_tracker="127.0.0.1:0"))
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    try:
+    store = store_url(request, request.param)
+    settings = RendezvousSettings(store=store, secret="s", http_tracker="127.0.0.1:0")
+    async with serving(settings) as client:
         yield client.app[keys.HTTP_TRACKER].sockname
-    finally:
-        await client.close()
 
 
 class Connection:
@@ -219,9 +214,7 @@ def test_any_bytes_get_http_answers_or_a_close(parts: list[bytes]) -> None:
 
 async def test_both_listeners_are_counted_in_metrics() -> None:
     settings = RendezvousSettings(secret="s", http_tracker="127.0.0.1:0", udp_tracker="127.0.0.1:0")
-    client = TestClient(TestServer(create_app(settings)))
-    await client.start_server()
-    try:
+    async with serving(settings) as client:
         conn = await connect(client.app[keys.HTTP_TRACKER].sockname)
         conn.writer.write(get(announce_path(b"g" * 20, 7004)) + get("/elsewhere"))
         assert [(await conn.response())[0] for _ in range(2)] == [200, 404]
@@ -236,8 +229,6 @@ async def test_both_listeners_are_counted_in_metrics() -> None:
             for _ in range(2):
                 await asyncio.wait_for(loop.sock_recv(udp, 100), 3)
         text = await (await client.get("/metrics")).text()
-    finally:
-        await client.close()
     expected = {
         ("http", "announce"): 1.0,
         ("http", "error"): 1.0,

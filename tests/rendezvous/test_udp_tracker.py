@@ -30,6 +30,7 @@ from rendezvous.bittorrent.udp import (
 from rendezvous.settings import RendezvousSettings
 from rendezvous.store import Announced, PeerRecord, SwarmStats
 from rendezvous.udp_tracker import UdpTracker
+from tests.rendezvous.apputil import store_url
 
 INFO_HASH = os.urandom(20)
 ADDR = ("127.0.0.1", 40000)
@@ -87,7 +88,7 @@ async def udp_tracker(
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[tuple[socket.socket, list[float]]]:
     backend, io = request.param.split("-")
-    store = "memory" if backend == "memory" else request.getfixturevalue("redis_url")
+    store = store_url(request, backend)
     now = [1_800_000_000.0]
     settings = RendezvousSettings(
         store=store, secret="t", udp_tracker="127.0.0.1:0", udp_batch_io=io == "batched"

@@ -7,30 +7,26 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from client_sdk.identity import Identity
 from rendezvous.api.limits import network_of
-from rendezvous.app import create_app
 from rendezvous.settings import RendezvousSettings
 from tests.rendezvous.api.test_swarms_api import join_body, signed
+from tests.rendezvous.apputil import serving, store_url
 
 
 @pytest.fixture(params=["memory", "redis"])
 async def limited(
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[tuple[TestClient[Any, Any], list[float]]]:
-    store = "memory" if request.param == "memory" else request.getfixturevalue("redis_url")
+    store = store_url(request, request.param)
     settings = RendezvousSettings(
         store=store, secret="s", rate_limit=1, rate_burst=4, peers_per_ip=2
     )
     now = [1_800_000_000.0]
-    client = TestClient(TestServer(create_app(settings, clock=lambda: now[0])))
-    await client.start_server()
-    try:
+    async with serving(settings, now) as client:
         yield client, now
-    finally:
-        await client.close()
 
 
 async def test_rate_limit_per_ip(limited: tuple[TestClient[Any, Any], list[float]]) -> None:

@@ -25,6 +25,7 @@ from rendezvous.settings import RendezvousSettings
 from tests.netutil import free_udp_port
 from tests.relay.relay_process import running_relay
 from tests.relay.turn.test_turn_sockets import Collector
+from tests.rendezvous.apputil import serving, store_url
 
 SECRET = "shared-turn-secret"
 T0 = 1_800_000_000.0
@@ -34,17 +35,15 @@ T0 = 1_800_000_000.0
 async def api(
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[tuple[TestClient[Any, Any], list[float]]]:
-    store = "memory" if request.param == "memory" else request.getfixturevalue("redis_url")
     settings = RendezvousSettings(
-        store=store, secret="t", turn_secret=SECRET, turn_uris=["turn:fallback:3478"]
+        store=store_url(request, request.param),
+        secret="t",
+        turn_secret=SECRET,
+        turn_uris=["turn:fallback:3478"],
     )
     now = [T0]
-    client = TestClient(TestServer(create_app(settings, clock=lambda: now[0])))
-    await client.start_server()
-    try:
+    async with serving(settings, now) as client:
         yield client, now
-    finally:
-        await client.close()
 
 
 async def beat(

@@ -15,21 +15,18 @@ from client_sdk.identity import Identity, b64decode, b64encode
 from rendezvous.api.auth import CHALLENGE_HEADER, KEY_HEADER, SIGNATURE_HEADER, request_fields
 from rendezvous.app import create_app
 from rendezvous.settings import RendezvousSettings
+from tests.rendezvous.apputil import serving, store_url
 
 Clock = list[float]  # a mutable "now" the tests move
 
 
 @pytest.fixture(params=["memory", "redis"])
 async def api(request: pytest.FixtureRequest) -> AsyncIterator[tuple[TestClient[Any, Any], Clock]]:
-    store = "memory" if request.param == "memory" else request.getfixturevalue("redis_url")
+    store = store_url(request, request.param)
     settings = RendezvousSettings(store=store, secret="test", min_ttl=10, max_ttl=600)
     now: Clock = [1_800_000_000.0]
-    client = TestClient(TestServer(create_app(settings, clock=lambda: now[0])))
-    await client.start_server()
-    try:
+    async with serving(settings, now) as client:
         yield client, now
-    finally:
-        await client.close()
 
 
 async def signed(

@@ -14,12 +14,13 @@ from typing import Any
 import aiohttp
 import jwt
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from client_sdk.identity import Identity
 from rendezvous.app import create_app
 from rendezvous.settings import RendezvousSettings
 from tests.rendezvous.api.test_swarms_api import error_of, join_body, signed
+from tests.rendezvous.apputil import serving, store_url
 from tests.rendezvous.test_signaling import connect, receive
 
 NOW = 1_800_000_000.0
@@ -43,7 +44,7 @@ async def servers(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[Client, Client, list[float]]]:
     """(a public server, a tenants-only server), on one store, sharing a clock."""
-    store = "memory" if request.param == "memory" else request.getfixturevalue("redis_url")
+    store = store_url(request, request.param)
     tenants = {
         "tenants": {
             "acme": {
@@ -58,19 +59,14 @@ async def servers(
     path = tmp_path / "tenants.json"
     path.write_text(json.dumps(tenants))
     now = [NOW]
-    clients = []
-    for public in (True, False):
-        settings = RendezvousSettings(
+
+    def settings(public: bool) -> RendezvousSettings:
+        return RendezvousSettings(
             store=store, secret="s", tenants_file=str(path), public=public, rate_limit=100
         )
-        client = TestClient(TestServer(create_app(settings, clock=lambda: now[0])))
-        await client.start_server()
-        clients.append(client)
-    try:
-        yield clients[0], clients[1], now
-    finally:
-        for client in clients:
-            await client.close()
+
+    async with serving(settings(True), now) as public, serving(settings(False), now) as private:
+        yield public, private, now
 
 
 async def peers_seen(client: Client, swarm: str, headers: dict[str, str]) -> int:
