@@ -7,6 +7,7 @@ they ``import harness``.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import re
@@ -206,3 +207,26 @@ def stop_failed(server: Server | None) -> str:
 
 def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
+
+
+def add_cpu_arguments(parser: argparse.ArgumentParser, client: str = "--client-cpu") -> None:
+    """``--server-cpu`` and the load's CPU flag: 1 and 0 on a machine with two or more."""
+    two = (os.cpu_count() or 1) >= 2
+    parser.add_argument("--server-cpu", type=int, default=1 if two else None)
+    parser.add_argument(client, type=int, default=0 if two else None)
+
+
+def print_summary(
+    ratios: dict[str, float | None], goals: dict[str, bool | None], errors: dict[str, str]
+) -> None:
+    """The ratios measured, each goal met or not (None: not measured), then the errors."""
+    print()
+    width = max((len(key) for key in ratios), default=0)
+    for key, value in ratios.items():
+        if value is not None:
+            print(f"  {key:<{width}} {value:6.2f}")
+    for goal, met in goals.items():
+        if met is not None:
+            print(f"  goal {goal}: {'met' if met else 'NOT met'}")
+    for name, error in errors.items():
+        print(f"\n{name}: {error}")

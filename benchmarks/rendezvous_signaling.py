@@ -60,8 +60,10 @@ from harness import (  # noqa: E402
     HOST,
     Children,
     Server,
+    add_cpu_arguments,
     free_udp_port,
     preexec,
+    print_summary,
     ratio,
     read_ready_port,
     session_pids,
@@ -357,15 +359,7 @@ def report(
         peak = None if per is None else max(per["rss_after_kib"], per["rss_after_hold_kib"])
         shown_rss = "-" if peak is None else f"{peak / 1024:.0f}"
         print(f"{name:<8}{shown_rate:>12}{shown_kib:>12}{shown_rss:>16}")
-    print()
-    for key, value in ratios.items():
-        if value is not None:
-            print(f"  {key:<30} {value:6.2f}")
-    for goal, met in goals.items():
-        if met is not None:
-            print(f"  goal {goal}: {'met' if met else 'NOT met'}")
-    for name, error in errors.items():
-        print(f"\n{name}: {error}")
+    print_summary(ratios, goals, errors)
     return results
 
 
@@ -382,9 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hold", type=float, default=12.0, help="seconds to hold them")
     p.add_argument("--start-timeout", type=float, default=20.0)
     p.add_argument("--json", action="store_true")
-    two = (os.cpu_count() or 1) >= 2
-    p.add_argument("--server-cpu", type=int, default=1 if two else None)
-    p.add_argument("--client-cpu", type=int, default=0 if two else None)
+    add_cpu_arguments(p)
     args = p.parse_args(argv)
     results = run(args)
     return 1 if results["errors"] else 0

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import statistics
@@ -53,9 +52,11 @@ from harness import (  # noqa: E402
     HOST,
     Children,
     Server,
+    add_cpu_arguments,
     build_c,
     free_udp_port,
     preexec,
+    print_summary,
     ratio,
     read_ready_port,
 )
@@ -295,23 +296,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         shown_h = "-" if h is None else f"{h:,.0f}"
         shown_u = "-" if udp_rate is None else f"{udp_rate:,.0f}"
         print(f"{name:<12}{shown_h:>10}{shown_u:>10}")
-    print()
-    for key, value in ratios.items():
-        if value is not None:
-            print(f"  {key:<26} {value:6.2f}")
-    http_ratio, udp_ratio = ratios["http natkit/bare"], ratios["udp natkit/opentracker"]
-    own_ratio = ratios[f"http {OWN_PORT}/bare"]
-    if http_ratio is not None:
-        met = "met" if http_ratio >= 0.8 else "NOT met"
-        print(f"  goal HTTP >= 0.8x bare aiohttp, /announce on the API port: {met}")
-    if own_ratio is not None:
-        met = "met" if own_ratio >= 0.8 else "NOT met"
-        print(f"  goal HTTP >= 0.8x bare aiohttp, --http-tracker (own port): {met}")
-    if udp_ratio is not None:
-        print(f"  goal UDP >= 0.5x opentracker: {'met' if udp_ratio >= 0.5 else 'NOT met'}")
-    for name, error in errors.items():
-        print(f"\n{name}: {error}")
+    print_summary(ratios, goals(ratios), errors)
     return results
+
+
+def goals(ratios: dict[str, float | None]) -> dict[str, bool | None]:
+    """Issue #4's goals, on the ratios (None: not measured)."""
+
+    def at_least(key: str, goal: float) -> bool | None:
+        value = ratios[key]
+        return None if value is None else value >= goal
+
+    return {
+        "HTTP >= 0.8x bare aiohttp, /announce on the API port": at_least("http natkit/bare", 0.8),
+        "HTTP >= 0.8x bare aiohttp, --http-tracker (own port)": at_least(
+            f"http {OWN_PORT}/bare", 0.8
+        ),
+        "UDP >= 0.5x opentracker": at_least("udp natkit/opentracker", 0.5),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,9 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=64, help="wrk -c")
     p.add_argument("--start-timeout", type=float, default=15.0)
     p.add_argument("--json", action="store_true")
-    two = (os.cpu_count() or 1) >= 2
-    p.add_argument("--server-cpu", type=int, default=1 if two else None)
-    p.add_argument("--client-cpu", type=int, default=0 if two else None)
+    add_cpu_arguments(p)
     args = p.parse_args(argv)
     results = run(args)
     return 1 if results["errors"] else 0

@@ -60,6 +60,7 @@ from harness import (
     HOST,
     Children,
     Server,
+    add_cpu_arguments,
     build_c,
     free_udp_port,
     ratio,
@@ -665,9 +666,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=32, help="sendmmsg/recvmmsg batch")
     parser.add_argument("--sockets", type=int, default=1, help="generator client sockets")
     parser.add_argument("--loss-timeout-ms", type=float, default=100.0, help="re-open lost slots")
-    two = (os.cpu_count() or 1) >= 2
-    parser.add_argument("--server-cpu", type=int, default=1 if two else None)
-    parser.add_argument("--gen-cpu", type=int, default=0 if two else None)
+    add_cpu_arguments(parser, client="--gen-cpu")
     parser.add_argument("--no-pin", action="store_true", help="do not pin anything to CPUs")
     parser.add_argument(
         "--min-cpu-available",

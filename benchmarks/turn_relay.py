@@ -97,6 +97,7 @@ from harness import (  # noqa: E402
     HOST,
     Children,
     Server,
+    add_cpu_arguments,
     build_c,
     free_udp_port,
     preexec,
@@ -1130,9 +1131,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--natkit-extra", default="", help="extra natkit relay arguments")
     p.add_argument("--coturn-extra", default="", help="extra turnserver arguments")
     p.add_argument("--start-timeout", type=float, default=15.0)
-    two = (os.cpu_count() or 1) >= 2
-    p.add_argument("--server-cpu", type=int, default=1 if two else None)
-    p.add_argument("--client-cpu", type=int, default=0 if two else None)
+    add_cpu_arguments(p)
     p.add_argument("--no-pin", action="store_true", help="do not pin anything to CPUs")
     args = p.parse_args(argv)
     if args.no_pin:
