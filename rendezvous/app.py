@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -17,11 +18,13 @@ from rendezvous.api.access import access
 from rendezvous.api.errors import json_errors
 from rendezvous.bittorrent.connection_ids import ConnectionIds
 from rendezvous.challenges import Challenges
+from rendezvous.front_door import FrontDoorSite
 from rendezvous.http_tracker import HttpTracker, open_http_tracker
 from rendezvous.metrics import RendezvousMetrics
 from rendezvous.settings import RendezvousSettings
 from rendezvous.signaling.bus import open_bus
 from rendezvous.signaling.hub import Hub
+from rendezvous.signaling.session import Signaling
 from rendezvous.store import open_store
 from rendezvous.tenants import load_tenants
 from rendezvous.udp_tracker import open_udp_tracker
@@ -77,10 +80,19 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _signaling(app: web.Application) -> AsyncIterator[None]:
-    hub = Hub(open_bus(app[keys.SETTINGS].store))
+    settings, metrics = app[keys.SETTINGS], app[keys.METRICS]
+    hub = Hub(open_bus(settings.store))
     await hub.start()
     app[keys.HUB] = hub
-    app[keys.METRICS].sockets.set_function(lambda: len(hub.local))
+    app[keys.SIGNALING] = Signaling(
+        hub,
+        app[keys.CHALLENGES],
+        app[keys.CLOCK],
+        metrics.signals,
+        settings.signal_queue,
+        settings.ping_interval,
+    )
+    metrics.sockets.set_function(lambda: len(hub.local))
     try:
         yield
     finally:
@@ -89,7 +101,7 @@ async def _signaling(app: web.Application) -> AsyncIterator[None]:
 
 async def _close_websockets(app: web.Application) -> None:
     """On shutdown every signaling socket is closed with 1001 (going away)."""
-    await app[keys.HUB].close_all()
+    await app[keys.SIGNALING].close_all()
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -142,6 +154,22 @@ async def _http_tracker(app: web.Application) -> AsyncIterator[None]:
         await server.close()
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (``SO_REUSEADDR``; IPv6 for a v6 host)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
 async def serve(
     settings: RendezvousSettings,
     stop: asyncio.Event,
@@ -151,7 +179,7 @@ async def serve(
     runner = web.AppRunner(create_app(settings), handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+        site = FrontDoorSite(runner, listening_socket(settings.host, settings.port))
         await site.start()
         port = runner.addresses[0][1] if runner.addresses else settings.port
         log.info(

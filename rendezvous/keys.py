@@ -12,6 +12,7 @@ from rendezvous.http_tracker import HttpTracker, HttpTrackerServer
 from rendezvous.metrics import RendezvousMetrics
 from rendezvous.settings import RendezvousSettings
 from rendezvous.signaling.hub import Hub
+from rendezvous.signaling.session import Signaling
 from rendezvous.store import Store
 from rendezvous.tenants import Access, Tenants
 from rendezvous.udp_tracker import UdpTrackerSocket
@@ -21,6 +22,7 @@ STORE = web.AppKey("store", Store)
 CHALLENGES = web.AppKey("challenges", Challenges)
 METRICS = web.AppKey("metrics", RendezvousMetrics)
 HUB = web.AppKey("hub", Hub)  # this instance's signaling sockets
+SIGNALING = web.AppKey("signaling", Signaling)  # what every signaling socket shares
 CONNECTION_IDS = web.AppKey("connection_ids", ConnectionIds)  # BEP 15, stateless
 UDP_TRACKER = web.AppKey("udp_tracker", UdpTrackerSocket)  # when --udp-tracker is set
 HTTP_TRACKER = web.AppKey("http_tracker", HttpTrackerServer)  # when --http-tracker is set

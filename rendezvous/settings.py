@@ -53,6 +53,13 @@ class RendezvousSettings(BaseSettings):
         le=65536,
         description="messages waiting for one slow WebSocket reader before it is closed",
     )
+    ping_interval: float = Field(
+        default=10.0,
+        ge=0.05,
+        le=300,
+        description="seconds between a signaling socket's pings (its round trip for punch "
+        "timing; on the lean listener a socket silent for a whole interval is closed)",
+    )
     udp_tracker: str = Field(
         default="",
         description="HOST:PORT of the BitTorrent UDP tracker (BEP 15); empty: none",

@@ -15,6 +15,8 @@ round trip per request (``--rate-limit 0`` and no tenant rate: none).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -31,10 +33,21 @@ OPEN_PREFIXES = ("/openapi.json", "/v1/relays/")
 WEBSOCKET_PATH = "/v1/ws"
 
 
-def bearer_token(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization")
-    if header is not None:
-        scheme, _, token = header.strip().partition(" ")
+class Admission(NamedTuple):
+    """Who a request acts as, and the rate it spends from which bucket."""
+
+    who: Access
+    bucket: str | None  # None: the client IP's (named only if it is limited)
+    rate: float  # requests/s; 0: no limit
+    burst: float
+    keyed: bool  # the request carried a credential
+
+
+def bearer_token(authorization: str | None, path: str, query_token: str | None) -> str | None:
+    """The credential of a request with these headers: ``Authorization: Bearer``, or on
+    ``/v1/ws`` the ``token`` query parameter."""
+    if authorization is not None:
+        scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(
                 401,
@@ -43,35 +56,20 @@ def bearer_token(request: web.Request) -> str | None:
                 headers={"WWW-Authenticate": 'Bearer error="invalid_request"'},
             )
         return token.strip()
-    if request.path == WEBSOCKET_PATH:
-        return request.query.get("token")
+    if path == WEBSOCKET_PATH:
+        return query_token
     return None
 
 
-@web.middleware
-async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in EXEMPT:
-        return await handler(request)
-    app = request.app
+def identify(
+    app: web.Application, path: str, authorization: str | None, query_token: str | None
+) -> Admission:
+    """The namespace and rate of a request (401: a bad credential, or none where the
+    server has no public namespace). Waits for nothing: ``charge`` spends the rate."""
     settings = app[keys.SETTINGS]
-    now = app[keys.CLOCK]()
-    token = bearer_token(request)
-    if token is not None:
-        try:
-            grant = app[keys.TENANTS].authenticate(token, now)
-        except AccessError as exc:
-            raise ApiError(
-                401,
-                "unauthenticated",
-                str(exc),
-                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-            ) from None
-        who = Access(grant.tenant, grant)
-        bucket = grant.bucket
-        rate = settings.rate_limit if grant.rate is None else grant.rate
-        burst = settings.rate_burst if grant.burst is None else grant.burst
-    else:
-        if not settings.public and not request.path.startswith(OPEN_PREFIXES):
+    token = bearer_token(authorization, path, query_token)
+    if token is None:
+        if not settings.public and not path.startswith(OPEN_PREFIXES):
             raise ApiError(
                 401,
                 "unauthenticated",
@@ -79,21 +77,48 @@ async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
                 "<API key or token>",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        who, bucket = PUBLIC, None  # the client IP's, named only if it is limited
-        rate, burst = settings.rate_limit, settings.rate_burst
-    if rate > 0:
-        if bucket is None:
-            bucket = f"ip:{client_ip(request)}"
-        allowed = await app[keys.STORE].take(bucket, rate=rate, burst=burst, now=now)
-        if not allowed:
-            limited = "your key" if token is not None else "your address"
-            raise ApiError(
-                429,
-                "rate_limited",
-                f"more than {rate:g} requests/s from {limited}",
-                headers={"Retry-After": str(max(1, math.ceil(1 / rate)))},
-            )
-    request[keys.ACCESS] = who
+        return Admission(PUBLIC, None, settings.rate_limit, settings.rate_burst, False)
+    try:
+        grant = app[keys.TENANTS].authenticate(token, app[keys.CLOCK]())
+    except AccessError as exc:
+        raise ApiError(
+            401,
+            "unauthenticated",
+            str(exc),
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        ) from None
+    rate = settings.rate_limit if grant.rate is None else grant.rate
+    burst = settings.rate_burst if grant.burst is None else grant.burst
+    return Admission(Access(grant.tenant, grant), grant.bucket, rate, burst, True)
+
+
+async def charge(app: web.Application, admission: Admission, ip: Callable[[], str]) -> None:
+    """Spend one request from the admission's bucket (``ip()`` names the client IP's);
+    429 when it is empty. One store round trip, none without a rate."""
+    rate = admission.rate
+    if rate <= 0:
+        return
+    bucket = admission.bucket if admission.bucket is not None else f"ip:{ip()}"
+    store, now = app[keys.STORE], app[keys.CLOCK]()
+    if not await store.take(bucket, rate=rate, burst=admission.burst, now=now):
+        limited = "your key" if admission.keyed else "your address"
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"more than {rate:g} requests/s from {limited}",
+            headers={"Retry-After": str(max(1, math.ceil(1 / rate)))},
+        )
+
+
+@web.middleware
+async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path in EXEMPT:
+        return await handler(request)
+    path = request.path
+    query_token = request.query.get("token") if path == WEBSOCKET_PATH else None
+    admission = identify(request.app, path, request.headers.get("Authorization"), query_token)
+    await charge(request.app, admission, lambda: client_ip(request))
+    request[keys.ACCESS] = admission.who
     return await handler(request)
 
 

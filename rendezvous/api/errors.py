@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from aiohttp import web
@@ -25,11 +26,15 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+def error_body(code: str, message: str) -> bytes:
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
-    body = {"error": {"code": code, "message": message}}
-    return web.json_response(body, status=status, headers=headers)
+    body = error_body(code, message)
+    return web.Response(body=body, status=status, headers=headers, content_type="application/json")
 
 
 def validation_message(exc: ValidationError) -> str:

@@ -17,9 +17,13 @@ EXEMPT = frozenset({"/livez", "/readyz", "/metrics"})
 
 
 def client_ip(request: web.Request) -> str:
-    """The canonical IP of the request's source (IPv4 for an IPv4-mapped IPv6 address),
-    or the raw remote when it is not an IP (a unix socket)."""
-    remote = request.remote or ""
+    """The canonical IP of the request's source (``canonical_ip``)."""
+    return canonical_ip(request.remote or "")
+
+
+def canonical_ip(remote: str) -> str:
+    """IPv4 for an IPv4-mapped IPv6 address, an IP as it prints, or the raw remote when it
+    is not an IP (a unix socket)."""
     packed = packed_ip(remote)
     return remote if packed is None else unpacked_ip(packed)
 

@@ -1,53 +1,23 @@
-"""``GET /v1/ws``: a peer's signaling WebSocket (``rendezvous.signaling.protocol``)."""
+"""``GET /v1/ws`` through aiohttp: a peer's signaling WebSocket (``rendezvous.signaling``).
+
+``natkit rendezvous`` serves valid upgrades on its lean listener instead
+(``rendezvous.front_door``), which holds an idle socket in a fraction of the memory; this
+route serves the app when it is embedded in another aiohttp server, and answers the
+upgrade requests the lean listener hands over because they are not valid ones.
+"""
 
 from __future__ import annotations
 
-import json
-
 from aiohttp import WSMsgType, web
-from prometheus_client import Counter
-from pydantic import ValidationError
 
-from client_sdk.identity import WEBSOCKET_HELLO, IdentityError, b64decode, peer_id_of, verify
 from rendezvous import keys
-from rendezvous.api.errors import validation_message
-from rendezvous.signaling import protocol, punch
-from rendezvous.signaling.hub import Connection, Hub
+from rendezvous.signaling import protocol
+from rendezvous.signaling.session import UNAUTHENTICATED, Refused
 from rendezvous.store import StoreError
-from rendezvous.tenants import Access
 
 routes = web.RouteTableDef()
 
-HELLO_TIMEOUT = 10.0
 HEARTBEAT = 20.0  # ping interval; a peer that stops answering is closed
-UNAUTHENTICATED = 4401
-PING_INTERVAL = 10.0  # application-level ping: the round trip punching needs
-
-
-async def _hello(ws: web.WebSocketResponse, request: web.Request) -> tuple[str, str] | None:
-    """(peer_id, problem): the peer that proved its key, or why not."""
-    app = request.app
-    challenge = app[keys.CHALLENGES].issue(app[keys.CLOCK]())
-    await ws.send_json({"type": "challenge", "challenge": challenge})
-    first = await ws.receive(timeout=HELLO_TIMEOUT)
-    if first.type != WSMsgType.TEXT:
-        return None
-    try:
-        hello = protocol.ClientMessage.validate_json(first.data)
-        if not isinstance(hello, protocol.Hello):
-            return "", "the first message must be a hello"
-        public_key = b64decode(hello.public_key, what="public_key", size=32)
-        signature = b64decode(hello.signature, what="signature", size=64)
-    except ValidationError as exc:
-        return "", validation_message(exc)
-    except IdentityError as exc:
-        return "", str(exc)
-    problem = app[keys.CHALLENGES].check(challenge, app[keys.CLOCK]())
-    if problem is not None:
-        return "", problem
-    if not verify(public_key, signature, challenge.encode(), WEBSOCKET_HELLO):
-        return "", "the signature does not match the challenge"
-    return peer_id_of(public_key), ""
 
 
 @routes.get("/v1/ws")
@@ -61,86 +31,38 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     transport = request.transport
     if transport is None:  # the peer left during the upgrade
         return ws
+    signaling = request.app[keys.SIGNALING]
+    challenge, asking = signaling.challenge()
+    await ws.send_str(asking)
     try:
-        hello = await _hello(ws, request)
-    except TimeoutError:
-        hello = "", "no hello within 10 s"
-    if hello is None:
-        await ws.close()
-        return ws
-    peer_id, problem = hello
-    if problem:
-        await ws.send_str(protocol.error("unauthenticated", problem))
+        first = await ws.receive(timeout=signaling.hello_timeout)
+        if first.type == WSMsgType.CLOSE or first.type == WSMsgType.CLOSING:
+            return ws
+        text = first.data if first.type == WSMsgType.TEXT else None
+        peer_id = signaling.hello(challenge, text)
+    except (TimeoutError, Refused) as exc:
+        late = f"no hello within {signaling.hello_timeout:g} s"
+        problem = str(exc) if isinstance(exc, Refused) else late
+        await ws.send_str(signaling.refusal(problem))
         await ws.close(code=UNAUTHENTICATED, message=b"unauthenticated")
         return ws
-    hub = request.app[keys.HUB]
-    signals = request.app[keys.METRICS].signals
-    relayed, unreachable = signals.labels("relayed"), signals.labels("unreachable")
-    who = request[keys.ACCESS]  # a tenant's peers reach only that tenant's peers
-    limit = request.app[keys.SETTINGS].signal_queue
-    connection = Connection(ws, transport, peer_id, limit, address=who.address(peer_id))
+    hub = signaling.hub
+    who = request[keys.ACCESS]
+    connection = signaling.connection(ws, transport, peer_id, who)
     try:
         await hub.register(connection)
-        connection.push(json.dumps({"type": "welcome", "peer_id": peer_id}))
-        connection.start_pings(PING_INTERVAL)
+        connection.push(signaling.welcome(connection))
+        connection.start_pings(signaling.ping_interval)
         async for message in ws:
             if message.type != WSMsgType.TEXT:
                 continue  # binary frames carry nothing in this protocol
-            fast = protocol.fast_signal(message.data, peer_id)
-            if fast is None:
-                await _relay(hub, signals, connection, who, message.data)
-                continue
-            to, message_id, payload = fast
-            if await hub.send(who.address(to), payload):
-                relayed.inc()
-            else:
-                unreachable.inc()
-                connection.push(
-                    protocol.error("unreachable", f"{to} is not connected", to=to, id=message_id)
-                )
+            delivery = signaling.plan(connection, who, message.data)
+            if delivery is not None:
+                reached = await hub.send(delivery.address, delivery.payload)
+                signaling.delivered(connection, delivery, reached)
     except StoreError:
-        connection.push(protocol.error("unavailable", "signaling is unavailable"))
+        connection.push(signaling.unavailable())
     finally:
         await hub.unregister(connection)
         await connection.stop()
     return ws
-
-
-async def _relay(
-    hub: Hub, signals: Counter, connection: Connection, who: Access, text: str
-) -> None:
-    try:
-        message = protocol.ClientMessage.validate_json(text)
-    except ValidationError as exc:
-        connection.push(protocol.error("invalid", validation_message(exc)))
-        return
-    rtt = connection.rtt_ms if connection.rtt_ms is not None else punch.DEFAULT_RTT_MS
-    if isinstance(message, protocol.Pong):
-        connection.pong(message.nonce)
-        return
-    if isinstance(message, protocol.Signal):
-        to, message_id, payload = (
-            message.to,
-            message.id,
-            protocol.signal(connection.peer_id, message),
-        )
-    elif isinstance(message, protocol.Punch):
-        to, message_id, payload = (
-            message.to,
-            message.id,
-            punch.request(connection.peer_id, message, rtt),
-        )
-    elif isinstance(message, protocol.PunchAccept):
-        for_initiator, for_self = punch.go(connection.peer_id, message, rtt)
-        to, message_id, payload = message.to, message.id, for_initiator
-    else:
-        connection.push(protocol.error("invalid", "already authenticated"))
-        return
-    delivered = await hub.send(who.address(to), payload)
-    signals.labels("relayed" if delivered else "unreachable").inc()
-    if not delivered:
-        connection.push(
-            protocol.error("unreachable", f"{to} is not connected", to=to, id=message_id)
-        )
-    elif isinstance(message, protocol.PunchAccept):
-        connection.push(json.dumps(for_self))

@@ -47,6 +47,9 @@ class Bus(Protocol):
 
 
 class MemoryBus:
+    """One process's bus. Its ``*_now`` methods are the synchronous truth of the
+    coroutines (nothing here waits), for callers that must not suspend."""
+
     def __init__(self) -> None:
         self._deliver: Deliver | None = None
         self._attached: set[str] = set()
@@ -54,17 +57,26 @@ class MemoryBus:
     async def start(self, deliver: Deliver) -> None:
         self._deliver = deliver
 
-    async def attach(self, peer_id: str) -> None:
+    def attach_now(self, peer_id: str) -> None:
         self._attached.add(peer_id)
 
-    async def detach(self, peer_id: str) -> None:
+    def detach_now(self, peer_id: str) -> None:
         self._attached.discard(peer_id)
 
-    async def publish(self, peer_id: str, payload: bytes) -> int:
+    def publish_now(self, peer_id: str, payload: bytes) -> int:
         if peer_id not in self._attached or self._deliver is None:
             return 0
         self._deliver(peer_id, payload)
         return 1
+
+    async def attach(self, peer_id: str) -> None:
+        self.attach_now(peer_id)
+
+    async def detach(self, peer_id: str) -> None:
+        self.detach_now(peer_id)
+
+    async def publish(self, peer_id: str, payload: bytes) -> int:
+        return self.publish_now(peer_id, payload)
 
     async def close(self) -> None:
         self._attached.clear()

@@ -6,6 +6,9 @@ write per event-loop turn; a peer that reads too slowly, so that more than ``lim
 messages go out while its transport's buffer is over the high-water mark, is closed (1013,
 try again later) instead of growing memory. A second socket of the same peer replaces the
 first (closed with 4000).
+
+Whichever server carries a socket -- aiohttp's ``/v1/ws`` route or the lean listener
+(``rendezvous.signaling.websocket``) -- its ``Connection`` sees it as a ``Socket``.
 """
 
 from __future__ import annotations
@@ -16,15 +19,31 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
+from typing import Protocol
 
-from aiohttp import WSCloseCode, web
+from aiohttp import WSCloseCode
 
-from rendezvous.signaling.bus import Bus
+from rendezvous.signaling.bus import Bus, MemoryBus
 from rendezvous.signaling.frames import Opcode, frame_header
 
 log = logging.getLogger(__name__)
 
 REPLACED = 4000
+
+
+class Socket(Protocol):
+    """What a ``Connection`` needs of its WebSocket besides the transport it writes to
+    (``aiohttp.web.WebSocketResponse`` is one)."""
+
+    @property
+    def closed(self) -> bool:
+        """True once the closing handshake has begun."""
+        ...
+
+    async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
+        """Close with ``code``: send the close frame, wait (bounded) for the peer's."""
+        ...
 
 
 class Connection:
@@ -46,7 +65,7 @@ class Connection:
 
     def __init__(
         self,
-        ws: web.WebSocketResponse,
+        ws: Socket,
         transport: asyncio.Transport,
         peer_id: str,
         limit: int,
@@ -72,10 +91,14 @@ class Connection:
         self._ping: tuple[str, float] | None = None  # (nonce, monotonic time sent)
         self._pinger: asyncio.TimerHandle | None = None
 
-    def start_pings(self, interval: float) -> None:
-        """Ping now (the round trip punching needs) and every ``interval`` seconds."""
+    def start_pings(self, interval: float, alive: Callable[[], bool] | None = None) -> None:
+        """Ping now (the round trip punching needs) and every ``interval`` seconds.
+        ``alive``, when given, is asked first each time; False (the socket is found dead
+        and has been dropped) stops the pings."""
+        if alive is not None and not alive():
+            return
         self.ping()
-        self._pinger = self._loop.call_later(interval, self.start_pings, interval)
+        self._pinger = self._loop.call_later(interval, self.start_pings, interval, alive)
 
     def ping(self) -> None:
         nonce = secrets.token_hex(8)
@@ -96,12 +119,13 @@ class Connection:
         pending = self._pending
         if pending is None:
             self._pending = [frame_header(Opcode.TEXT, len(data)), data]
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self.flush)
         else:
             pending.append(frame_header(Opcode.TEXT, len(data)))
             pending.append(data)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write what this loop turn pushed (now, instead of at the turn's end)."""
         parts, self._pending = self._pending, None
         transport = self._transport
         if not parts or self._closing is not None or self.ws.closed or transport.is_closing():
@@ -123,12 +147,17 @@ class Connection:
             closing = self.ws.close(code=code, message=message, drain=False)
             self._closing = asyncio.create_task(closing)
 
-    async def stop(self) -> None:
-        """The socket is done: send what is pending, stop pinging, finish closing."""
+    def end(self) -> None:
+        """The socket is done: send what is pending, stop pinging."""
         if self._pinger is not None:
             self._pinger.cancel()
+            self._pinger = None
         if self._pending is not None:
-            self._flush()
+            self.flush()
+
+    async def stop(self) -> None:
+        """``end``, and finish the closing handshake this side started."""
+        self.end()
         if self._closing is not None:
             with contextlib.suppress(Exception):
                 await self._closing
@@ -138,6 +167,9 @@ class Hub:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self.local: dict[str, Connection] = {}
+        # The in-process bus waits for nothing: callers that must not suspend (the lean
+        # listener, which has no task per socket) use the ``*_now`` methods with it.
+        self.inline: MemoryBus | None = bus if isinstance(bus, MemoryBus) else None
 
     async def start(self) -> None:
         await self.bus.start(self._deliver)
@@ -147,22 +179,47 @@ class Hub:
         if connection is not None:
             connection.push(payload)
 
-    async def register(self, connection: Connection) -> None:
+    def _claim(self, connection: Connection) -> None:
         previous = self.local.get(connection.address)
         if previous is not None:
             previous.close(REPLACED, b"replaced by a newer connection")
         self.local[connection.address] = connection
+
+    def _release(self, connection: Connection) -> bool:
+        if self.local.get(connection.address) is not connection:
+            return False
+        del self.local[connection.address]
+        return True
+
+    async def register(self, connection: Connection) -> None:
+        self._claim(connection)
         await self.bus.attach(connection.address)
 
     async def unregister(self, connection: Connection) -> None:
-        if self.local.get(connection.address) is connection:
-            del self.local[connection.address]
+        if self._release(connection):
             await self.bus.detach(connection.address)
 
     async def send(self, address: str, payload: bytes) -> bool:
         """Deliver to the connection at ``address`` on whichever instance holds it;
         False: nowhere."""
         return await self.bus.publish(address, payload) > 0
+
+    def register_now(self, connection: Connection) -> None:
+        """``register`` on the in-process bus (``inline`` is set)."""
+        self._claim(connection)
+        self._now().attach_now(connection.address)
+
+    def unregister_now(self, connection: Connection) -> None:
+        if self._release(connection):
+            self._now().detach_now(connection.address)
+
+    def send_now(self, address: str, payload: bytes) -> bool:
+        return self._now().publish_now(address, payload) > 0
+
+    def _now(self) -> MemoryBus:
+        if self.inline is None:
+            raise RuntimeError("this hub's bus is networked: use the coroutines")
+        return self.inline
 
     async def close_all(self, code: int = WSCloseCode.GOING_AWAY) -> None:
         """Close every socket (on shutdown: 1001, going away) and wait for it."""

@@ -9,10 +9,35 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from aiohttp import test_utils
 from aiohttp.test_utils import TestClient, TestServer
 
 from rendezvous.app import create_app
+from rendezvous.front_door import FrontDoorSite
 from rendezvous.settings import RendezvousSettings
+
+FRONT_ENDS = ("lean", "aiohttp")  # who serves /v1/ws: the front door, or aiohttp's route
+
+
+class FrontDoorServer(TestServer):
+    """A ``TestServer`` that listens as ``natkit rendezvous`` does: each connection
+    through the front door (``rendezvous.front_door``), WebSocket upgrades on the lean
+    listener. (aiohttp's test server builds its site from ``test_utils.SockSite``; the
+    product's site takes its place while this one starts.)"""
+
+    async def start_server(self, loop: Any = None, **kwargs: Any) -> None:
+        plain = test_utils.SockSite
+        test_utils.SockSite = FrontDoorSite  # type: ignore[misc]
+        try:
+            await super().start_server(loop=loop, **kwargs)
+        finally:
+            test_utils.SockSite = plain  # type: ignore[misc]
+
+
+def client_of(app: Any, front: str = "lean") -> TestClient[Any, Any]:
+    """A client of ``app`` served by ``front`` (one of ``FRONT_ENDS``)."""
+    server = FrontDoorServer(app) if front == "lean" else TestServer(app)
+    return TestClient(server)
 
 
 def store_url(request: pytest.FixtureRequest, backend: str) -> str:
@@ -22,12 +47,13 @@ def store_url(request: pytest.FixtureRequest, backend: str) -> str:
 
 @asynccontextmanager
 async def serving(
-    settings: RendezvousSettings, now: list[float] | None = None
+    settings: RendezvousSettings, now: list[float] | None = None, front: str = "lean"
 ) -> AsyncIterator[TestClient[Any, Any]]:
     """The app on ``settings``, its clock ``now[0]`` (a list the test moves) or the wall
-    clock."""
+    clock, served as ``natkit rendezvous`` serves it (``front="aiohttp"``: by aiohttp
+    alone)."""
     clock = time.time if now is None else (lambda: now[0])
-    client = TestClient(TestServer(create_app(settings, clock=clock)))
+    client = client_of(create_app(settings, clock=clock), front)
     await client.start_server()
     try:
         yield client

@@ -11,27 +11,31 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from client_sdk.identity import WEBSOCKET_HELLO, Identity, b64encode
 from rendezvous import keys
 from rendezvous.app import create_app
 from rendezvous.settings import RendezvousSettings
+from tests.rendezvous.apputil import FRONT_ENDS, client_of
 
 WS = aiohttp.ClientWebSocketResponse
 
 
-async def started(store: str, **extra: Any) -> TestClient[Any, Any]:
-    client = TestClient(
-        TestServer(create_app(RendezvousSettings(store=store, secret="s", **extra)))
-    )
+async def started(store: str, front: str = "lean", **extra: Any) -> TestClient[Any, Any]:
+    """An instance on ``store``, its ``/v1/ws`` served by ``front`` (``FRONT_ENDS``)."""
+    client = client_of(create_app(RendezvousSettings(store=store, secret="s", **extra)), front)
     await client.start_server()
     return client
 
 
-@pytest.fixture
-async def two_instances(redis_url: str) -> AsyncIterator[tuple[TestClient[Any, Any], ...]]:
-    first, second = await started(redis_url), await started(redis_url)
+@pytest.fixture(params=[("lean", "aiohttp"), ("lean", "lean")], ids=["mixed", "lean"])
+async def two_instances(
+    redis_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[TestClient[Any, Any], ...]]:
+    """Two instances on one Redis: one of each front end, or both lean."""
+    first_front, second_front = request.param
+    first, second = await started(redis_url, first_front), await started(redis_url, second_front)
     try:
         yield first, second
     finally:
@@ -39,10 +43,11 @@ async def two_instances(redis_url: str) -> AsyncIterator[tuple[TestClient[Any, A
         await second.close()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=[(b, f) for b in ("memory", "redis") for f in FRONT_ENDS], ids=str)
 async def instance(request: pytest.FixtureRequest) -> AsyncIterator[TestClient[Any, Any]]:
-    store = "memory" if request.param == "memory" else request.getfixturevalue("redis_url")
-    client = await started(store)
+    backend, front = request.param
+    store = "memory" if backend == "memory" else request.getfixturevalue("redis_url")
+    client = await started(store, front)
     try:
         yield client
     finally:
@@ -126,7 +131,7 @@ async def test_unknown_target_and_bad_messages(instance: TestClient[Any, Any]) -
     await ws.close()
 
 
-@pytest.mark.parametrize("mistake", ["wrong key", "not a hello", "garbage"])
+@pytest.mark.parametrize("mistake", ["wrong key", "not a hello", "garbage", "binary"])
 async def test_bad_hello_is_refused_with_4401(instance: TestClient[Any, Any], mistake: str) -> None:
     ws = await instance.ws_connect("/v1/ws")
     challenge = (await receive(ws))["challenge"]
@@ -142,6 +147,8 @@ async def test_bad_hello_is_refused_with_4401(instance: TestClient[Any, Any], mi
         )
     elif mistake == "not a hello":
         await ws.send_json({"type": "signal", "to": alice.peer_id, "data": 1})
+    elif mistake == "binary":
+        await ws.send_bytes(b'{"type": "hello"}')
     else:
         await ws.send_str("garbage")
     assert (await receive(ws))["code"] == "unauthenticated"
@@ -162,8 +169,9 @@ async def test_a_second_socket_replaces_the_first(instance: TestClient[Any, Any]
     await new.close()
 
 
-async def test_a_slow_reader_is_closed() -> None:
-    client = await started("memory", signal_queue=4)
+@pytest.mark.parametrize("front", FRONT_ENDS)
+async def test_a_slow_reader_is_closed(front: str) -> None:
+    client = await started("memory", front, signal_queue=4)
     try:
         fast, slow = Identity.generate(), Identity.generate()
         sender = await connect(client, fast)
@@ -183,8 +191,9 @@ async def test_a_slow_reader_is_closed() -> None:
         await client.close()
 
 
-async def test_shutdown_closes_sockets_going_away() -> None:
-    client = await started("memory")
+@pytest.mark.parametrize("front", FRONT_ENDS)
+async def test_shutdown_closes_sockets_going_away(front: str) -> None:
+    client = await started("memory", front)
     ws = await connect(client, Identity.generate())
     await client.server.close()  # runs the app's shutdown
     closed = await close_frame(ws)
