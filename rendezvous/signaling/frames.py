@@ -111,14 +111,30 @@ def close_payload(code: int, reason: str = "") -> bytes:
     return data[:MAX_CONTROL]
 
 
-def _unmask(payload: bytes, mask: bytes) -> bytes:
+def _unmask_int(payload: bytes | bytearray, mask: bytes | bytearray) -> bytes:
     """XOR with the 4-byte mask (§5.3), as one big-integer operation (no Python step per
     byte)."""
-    if not payload:
-        return payload
-    repeats = mask * (len(payload) // 4 + 1)
-    value = int.from_bytes(payload, "big") ^ int.from_bytes(repeats[: len(payload)], "big")
-    return value.to_bytes(len(payload), "big")
+    size = len(payload)
+    if not size:
+        return b""
+    repeats = mask * (size // 4 + 1)
+    value = int.from_bytes(payload, "big") ^ int.from_bytes(repeats[:size], "big")
+    return value.to_bytes(size, "big")
+
+
+def _unmask_c(payload: bytes | bytearray, mask: bytes | bytearray) -> bytes:
+    """``_unmask_int`` with aiohttp's compiled masking (it masks what its writer sends)."""
+    data = bytearray(payload)
+    _websocket_mask(bytes(mask), data)
+    return bytes(data)
+
+
+try:
+    from aiohttp._websocket.helpers import websocket_mask as _websocket_mask
+except ImportError:  # pragma: no cover - an aiohttp that moved it: the pure version
+    _unmask = _unmask_int
+else:
+    _unmask = _unmask_c
 
 
 class FrameReader:
@@ -137,8 +153,34 @@ class FrameReader:
         buffer = self._buffer
         buffer += data
         messages: list[Message] = []
-        position = 0
+        position, length = 0, len(buffer)
         while True:
+            # The common frame, read inline: a whole final text frame under 64 KiB, masked,
+            # outside a fragmented message. Anything else takes the general path below.
+            if length - position >= 6 and buffer[position] == 0x81 and self._fragmented is None:
+                size = buffer[position + 1] - 0x80  # negative: unmasked
+                head = position + 2
+                if size == 126:
+                    size = buffer[head] << 8 | buffer[head + 1]
+                    head += 2
+                if 0 <= size < 65536 and size != 127:
+                    if size > self.max_message:
+                        raise FrameError(
+                            CLOSE_TOO_BIG, f"a message is at most {self.max_message} bytes"
+                        )
+                    end = head + 4 + size
+                    if end > length:
+                        break
+                    payload = _unmask(buffer[head + 4 : end], buffer[head : head + 4])
+                    try:
+                        payload.decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise FrameError(
+                            CLOSE_INVALID_DATA, "a text message is not UTF-8"
+                        ) from None
+                    messages.append(Message(Opcode.TEXT, payload))
+                    position = end
+                    continue
             parsed = self._next_frame(buffer, position)
             if parsed is None:
                 break

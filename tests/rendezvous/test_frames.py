@@ -15,6 +15,7 @@ from aiohttp.http_websocket import WebSocketWriter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rendezvous.signaling import frames
 from rendezvous.signaling.frames import (
     CLOSE_INVALID_DATA,
     CLOSE_PROTOCOL_ERROR,
@@ -190,3 +191,11 @@ def test_corrupted_client_streams_give_messages_or_a_frame_error(
         stream[where % len(stream)] = value
     chunks = [bytes(stream[i : i + 13]) for i in range(0, len(stream), 13)]
     assert feed_all(chunks) in (None, CLOSE_PROTOCOL_ERROR, CLOSE_INVALID_DATA, CLOSE_TOO_BIG)
+
+
+@given(st.binary(max_size=300), st.binary(min_size=4, max_size=4))
+def test_both_unmaskings_agree(payload: bytes, mask: bytes) -> None:
+    """The compiled masking the reader uses is the RFC's XOR (§5.3), as the pure one is."""
+    expected = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    assert frames._unmask_int(payload, mask) == expected
+    assert frames._unmask_c(bytearray(payload), mask) == expected
