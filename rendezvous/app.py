@@ -20,7 +20,7 @@ from rendezvous.bittorrent.connection_ids import ConnectionIds
 from rendezvous.challenges import Challenges
 from rendezvous.front_door import FrontDoorSite
 from rendezvous.http_tracker import HttpTracker, open_http_tracker
-from rendezvous.metrics import RendezvousMetrics
+from rendezvous.metrics import RendezvousMetrics, TrackerCounts
 from rendezvous.settings import RendezvousSettings
 from rendezvous.signaling.bus import open_bus
 from rendezvous.signaling.hub import Hub
@@ -43,6 +43,9 @@ def create_app(
         middlewares=[metrics.middleware(), json_errors, access], client_max_size=MAX_BODY
     )
     app[keys.METRICS] = metrics
+    # The HTTP tracker's answers on either port (the API port's front door, and
+    # --http-tracker); the UDP tracker adds its own when it runs.
+    metrics.trackers["http"] = TrackerCounts()
     app.router.add_get("/metrics", metrics.handler)
     app[keys.SETTINGS] = settings
     app[keys.TENANTS] = load_tenants(settings.tenants_file)  # ValueError naming the problem
@@ -142,11 +145,11 @@ async def _http_tracker(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     host, port = _host_port(settings.http_tracker)
+    counts = app[keys.METRICS].trackers["http"]
     server = await open_http_tracker(
-        host, port, app[keys.TRACKER], app[keys.STORE], app[keys.CLOCK]
+        host, port, app[keys.TRACKER], app[keys.STORE], app[keys.CLOCK], counts
     )
     app[keys.HTTP_TRACKER] = server
-    app[keys.METRICS].trackers["http"] = server.counts
     log.info("http tracker on %s", settings.http_tracker)
     try:
         yield

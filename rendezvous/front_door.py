@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import binascii
-import http
 import logging
 from typing import Final, cast
 from urllib.parse import parse_qsl
@@ -28,18 +27,27 @@ import httptools
 from aiohttp import web
 
 from rendezvous import keys
-from rendezvous.api.access import WEBSOCKET_PATH, Admission, charge, identify
-from rendezvous.api.errors import ApiError, error_body
+from rendezvous.api.access import (
+    WEBSOCKET_PATH,
+    Admission,
+    bucket_of,
+    charge,
+    identify,
+    rate_limited,
+)
+from rendezvous.api.errors import ApiError, error_http, store_unavailable
 from rendezvous.api.limits import canonical_ip
+from rendezvous.http_tracker import TRACKER_REQUESTS, HttpTrackerProtocol, begins
 from rendezvous.signaling.frames import FrameError, accept_key
 from rendezvous.signaling.websocket import SignalingSocket
 from rendezvous.store import StoreError
+from rendezvous.store.memory import MemoryStore
 
 log = logging.getLogger(__name__)
 
 MAX_HEAD: Final = 8192  # beyond this without a whole head: aiohttp's to refuse
 HEAD_TIMEOUT: Final = 30.0  # a head not finished by then is aiohttp's to time out
-_PREFIX: Final = b"GET " + WEBSOCKET_PATH.encode()
+_WEBSOCKET_REQUEST: Final = (b"GET " + WEBSOCKET_PATH.encode(),)
 _SWITCHING: Final = (
     b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     b"Sec-WebSocket-Accept: %s\r\n\r\n"
@@ -89,7 +97,7 @@ def read_upgrade(head: bytes) -> tuple[Upgrade, str] | None:
     connection = headers.get(b"connection")
     key = headers.get(b"sec-websocket-key")
     if (
-        path != _PREFIX[4:]
+        path != WEBSOCKET_PATH.encode()
         or not headers.get(b"host")
         or upgrade_header is None
         or b"websocket" not in _tokens(upgrade_header)
@@ -110,26 +118,17 @@ def _tokens(value: bytes) -> set[bytes]:
     return {token.strip().lower() for token in value.split(b",")}
 
 
-def refusal(error: ApiError) -> bytes:
-    """An HTTP answer to a refused upgrade: the API's JSON error, and the connection closes."""
-    body = error_body(error.code, error.message)
-    extra = "".join(f"{name}: {value}\r\n" for name, value in error.headers.items())
-    head = (
-        f"HTTP/1.1 {error.status} {http.HTTPStatus(error.status).phrase}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}"
-        "Connection: close\r\n\r\n"
-    )
-    return head.encode("latin-1") + body
-
-
 class FrontDoor:
     """The protocol factory of the API port (one per listening socket)."""
 
-    __slots__ = ("app", "server")
+    __slots__ = ("app", "gate", "server", "trackers")
 
     def __init__(self, server: web.Server, app: web.Application) -> None:
+        """``app`` is started: its store and signaling exist."""
         self.server = server
         self.app = app
+        self.trackers: set[HttpTrackerProtocol] = set()  # tracker connections served lean
+        self.gate = TrackerGate(self)
 
     def __call__(self) -> Entrance:
         return Entrance(self)
@@ -142,6 +141,74 @@ class FrontDoor:
 
     def count(self, status: int) -> None:
         self.app[keys.METRICS].requests.labels(WEBSOCKET_PATH, str(status)).inc()
+
+    def tracker(self) -> HttpTrackerProtocol:
+        """The lean HTTP tracker for one connection, behind the API port's access rules."""
+        app = self.app
+        return HttpTrackerProtocol(
+            app[keys.TRACKER],
+            app[keys.STORE],
+            app[keys.CLOCK],
+            self.trackers,
+            app[keys.METRICS].trackers["http"],
+            gate=self.gate,
+        )
+
+    def hand_off(self, transport: asyncio.Transport, data: bytes, *, eof: bool = False) -> None:
+        """aiohttp serves ``transport`` from here on, starting with ``data``."""
+        handler = self.server()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        if data:
+            handler.data_received(data)
+        if eof:
+            handler.eof_received()
+
+
+class TrackerGate:
+    """The API port's access rules around the lean tracker (``http_tracker.Gate``): what
+    the access middleware does for ``/announce`` and ``/scrape`` through aiohttp --
+    credentials, ``--no-public``, the rate limit -- with the same answers."""
+
+    __slots__ = ("door", "local")
+
+    def __init__(self, door: FrontDoor) -> None:
+        self.door = door
+        store = door.app[keys.STORE]
+        self.local = store if isinstance(store, MemoryStore) else None
+
+    def admit_now(
+        self, authorization: str | None, remote: str | None, close: bool
+    ) -> bytes | Admission | None:
+        app = self.door.app
+        try:
+            admission = identify(app, "/announce", authorization, None)
+        except ApiError as exc:
+            return error_http(exc, close=close)
+        if admission.rate <= 0:
+            return None
+        if self.local is None:
+            return admission  # the store round trip is admit's
+        bucket = bucket_of(admission, lambda: canonical_ip(remote or ""))
+        now = app[keys.CLOCK]()
+        if self.local.take_now(bucket, rate=admission.rate, burst=admission.burst, now=now):
+            return None
+        return error_http(rate_limited(admission), close=close)
+
+    async def admit(self, admission: Admission, remote: str | None, close: bool) -> bytes | None:
+        app = self.door.app
+        try:
+            await charge(app, admission, lambda: canonical_ip(remote or ""))
+        except ApiError as exc:
+            return error_http(exc, close=close)
+        except StoreError as exc:
+            log.warning("store unavailable: %s", exc)
+            app[keys.METRICS].store_errors.inc()
+            return error_http(store_unavailable(), close=close)
+        return None
+
+    def hand_off(self, transport: asyncio.Transport, data: bytes) -> None:
+        self.door.hand_off(transport, data)
 
 
 class Entrance(asyncio.Protocol):
@@ -178,11 +245,16 @@ class Entrance(asyncio.Protocol):
         buffer += data
         if self._decided:
             return  # frames sent before the 101: the socket reads them once it opens
-        if not buffer.startswith(_PREFIX[: len(buffer)]):
-            self._hand_off()  # not GET /v1/ws: the common case decides on the first bytes
+        # The first bytes decide, but for a WebSocket upgrade (its whole head).
+        tracker = begins(buffer, TRACKER_REQUESTS)
+        if tracker:
+            self._to_tracker()
             return
-        if len(buffer) > len(_PREFIX) and buffer[len(_PREFIX)] not in b" ?":
-            self._hand_off()  # GET /v1/wsx...
+        websocket = begins(buffer, _WEBSOCKET_REQUEST)
+        if websocket is None or tracker is None:
+            return
+        if not websocket:
+            self._hand_off()
             return
         end = buffer.find(b"\r\n\r\n")
         if end < 0:
@@ -226,7 +298,7 @@ class Entrance(asyncio.Protocol):
         except StoreError as exc:
             log.warning("store unavailable: %s", exc)
             door.app[keys.METRICS].store_errors.inc()
-            self._refuse(ApiError(503, "store_unavailable", "the peer store is unavailable"))
+            self._refuse(store_unavailable())
             return
         if self._transport is not None:
             self._transport.resume_reading()
@@ -245,11 +317,23 @@ class Entrance(asyncio.Protocol):
         if self._buffer:
             socket.data_received(bytes(self._buffer))
 
+    def _to_tracker(self) -> None:
+        """The lean HTTP tracker serves this connection (until a request that is not the
+        tracker's, which it hands to aiohttp)."""
+        transport = self._transport
+        self._settle()
+        if transport is None or transport.is_closing():
+            return
+        tracker = self._door.tracker()
+        transport.set_protocol(tracker)
+        tracker.connection_made(transport)
+        tracker.data_received(bytes(self._buffer))
+
     def _refuse(self, error: ApiError) -> None:
         transport = self._transport
         self._door.count(error.status)
         if transport is not None and not transport.is_closing():
-            transport.write(refusal(error))
+            transport.write(error_http(error, close=True))
             transport.close()
 
     def _hand_off(self) -> None:
@@ -258,13 +342,7 @@ class Entrance(asyncio.Protocol):
         self._settle()
         if transport is None or transport.is_closing():
             return
-        handler = self._door.server()
-        transport.set_protocol(handler)
-        handler.connection_made(transport)
-        if self._buffer:
-            handler.data_received(bytes(self._buffer))
-        if self._eof:
-            handler.eof_received()
+        self._door.hand_off(transport, bytes(self._buffer), eof=self._eof)
         self._buffer.clear()
 
     def _settle(self) -> None:
@@ -277,6 +355,8 @@ class Entrance(asyncio.Protocol):
 class FrontDoorSite(web.SockSite):
     """aiohttp's site on a listening socket, each connection through the front door."""
 
+    __slots__ = ("_door",)
+
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with its runner
         # SockSite's own start would hand connections straight to aiohttp's server.
@@ -284,7 +364,15 @@ class FrontDoorSite(web.SockSite):
         server = runner.server
         if server is None:
             raise RuntimeError("the runner is not set up")
-        door = FrontDoor(server, runner.app)
+        self._door = FrontDoor(server, runner.app)
         self._server = await asyncio.get_running_loop().create_server(
-            door, sock=self._sock, ssl=self._ssl_context, backlog=self._backlog
+            self._door, sock=self._sock, ssl=self._ssl_context, backlog=self._backlog
         )
+
+    async def stop(self) -> None:
+        """Stop listening, and close the tracker connections served lean (aiohttp closes
+        its own; the app's shutdown closes the signaling sockets)."""
+        await super().stop()
+        for tracker in list(self._door.trackers):
+            if tracker.transport is not None:
+                tracker.transport.close()

@@ -29,7 +29,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any, Final, cast
+from typing import Any, Final, Protocol, cast
 
 import httptools
 
@@ -141,6 +141,35 @@ _REASONS: Final = {
     503: b"Service Unavailable",
 }
 _ROUTES: Final = {b"/announce": "announce", b"/scrape": "scrape"}
+TRACKER_REQUESTS: Final = (b"GET /announce", b"GET /scrape")
+
+
+def begins(buffer: bytes | bytearray, prefixes: tuple[bytes, ...]) -> bool | None:
+    """Whether ``buffer`` begins a request line ``prefix`` (then a space or ``?``) for
+    one of ``prefixes``; ``None``: too few bytes yet to tell."""
+    undecided = False
+    for prefix in prefixes:
+        size = len(prefix)
+        if len(buffer) <= size:
+            undecided = undecided or prefix.startswith(buffer)
+        elif buffer.startswith(prefix) and buffer[size] in b" ?":
+            return True
+    return None if undecided else False
+
+
+class Gate(Protocol):
+    """What the API port puts around the tracker (``rendezvous.front_door``): access as
+    its middleware grants it, and the way back to aiohttp for every other request."""
+
+    def admit_now(self, authorization: str | None, remote: str | None, close: bool) -> Any:
+        """``None``: serve the request; bytes: answer these instead (a refusal); anything
+        else: an admission ``admit`` must settle with a networked store."""
+
+    async def admit(self, admission: Any, remote: str | None, close: bool) -> bytes | None:
+        """``admit_now``'s networked half: ``None`` or the refusal."""
+
+    def hand_off(self, transport: asyncio.Transport, data: bytes) -> None:
+        """aiohttp serves ``transport`` from here on, starting with ``data``."""
 
 
 _OK_HEAD: Final = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
@@ -160,12 +189,13 @@ def response(status: int, body: bytes, *, close: bool = False) -> bytes:
 
 
 class _Request:
-    __slots__ = ("body", "head", "url")
+    __slots__ = ("authorization", "body", "head", "url")
 
     def __init__(self) -> None:
         self.url = b""
         self.head = 0  # bytes of the URL and headers
         self.body = False
+        self.authorization: str | None = None  # read only on the API port
 
 
 class HttpTrackerProtocol(asyncio.Protocol):
@@ -178,8 +208,14 @@ class HttpTrackerProtocol(asyncio.Protocol):
         clock: Callable[[], float],
         connections: set[HttpTrackerProtocol],
         counts: TrackerCounts,
+        gate: Gate | None = None,
     ) -> None:
+        """``gate``: on the API port, where other requests are aiohttp's (see ``_sift``)."""
         self.tracker = tracker
+        self.gate = gate
+        self.unfed = bytearray()  # API port: bytes not given to the parser yet
+        self.in_message = False  # the parser has begun a request it has not completed
+        self.yielding = False  # API port: handing the connection back to aiohttp
         self.counts = counts
         self.store = store
         self.local = store if isinstance(store, MemoryStore) else None
@@ -225,12 +261,65 @@ class HttpTrackerProtocol(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.transport is not None and not self.paused:
+        if self.transport is not None and not (self.paused or self.yielding):
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        if self.gate is not None:
+            self._sift(data)
+        else:
+            self._feed(data)
+
+    def _sift(self, data: bytes) -> None:
+        """The API port: the parser is fed one request head at a time, so that the first
+        request that is not the tracker's goes, with all that follows it, to aiohttp
+        (after the answers before it). A tracker request has no body: one that goes on
+        past its head is refused."""
+        unfed = self.unfed
+        unfed += data
+        while unfed and not self.closing and not self.yielding and self.transport is not None:
+            verdict = begins(unfed, TRACKER_REQUESTS)
+            if verdict is None:
+                return
+            if not verdict:
+                self._yield()
+                return
+            end = unfed.find(b"\r\n\r\n")
+            if end < 0:
+                if len(unfed) > MAX_HEAD:
+                    self._refuse(431, f"a request head is at most {MAX_HEAD} bytes")
+                return
+            head = bytes(unfed[: end + 4])
+            del unfed[: end + 4]
+            self._feed(head)
+            if self.in_message and not self.closing:
+                self._refuse(400, "a tracker request has no body")
+
+    def _yield(self) -> None:
+        """Give the connection back to aiohttp once every answer before it is written."""
+        self.yielding = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        if not self.answers:
+            self._give_back()
+
+    def _give_back(self) -> None:
+        transport, gate = self.transport, self.gate
+        if transport is None or gate is None:
+            return
+        self.transport = None
+        self.connections.discard(self)
+        if self.idle is not None:
+            self.idle.cancel()
+        data = bytes(self.unfed)
+        self.unfed.clear()
+        gate.hand_off(transport, data)
+        if not transport.is_closing():
+            transport.resume_reading()
+
+    def _feed(self, data: bytes) -> None:
         # Bytes since a request last completed (each completion resets it): a head that
         # keeps coming is cut off within MAX_HEAD plus one read.
         self.head_bytes += len(data)
@@ -248,6 +337,7 @@ class HttpTrackerProtocol(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.request = _Request()
+        self.in_message = True
 
     def on_url(self, url: bytes) -> None:
         self.request.url += url
@@ -255,11 +345,14 @@ class HttpTrackerProtocol(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.request.head += len(name) + len(value) + 4
+        if self.gate is not None and name.lower() == b"authorization":
+            self.request.authorization = value.decode("latin-1")
 
     def on_body(self, body: bytes) -> None:
         self.request.body = True
 
     def on_message_complete(self) -> None:
+        self.in_message = False
         if self.closing:
             return
         self.head_bytes = 0
@@ -294,33 +387,56 @@ class HttpTrackerProtocol(asyncio.Protocol):
     # ---- answering
 
     def _serve(self, route: str, query: bytes) -> None:
-        remote, tracker, now, counts = self.remote, self.tracker, self.clock(), self.counts
         close = not self.keep_alive  # RFC 9112 9.6: say so in the final response
+        gate = self.gate
+        if gate is not None:  # the API port: access as its middleware grants it
+            admitted = gate.admit_now(self.request.authorization, self.remote, close)
+            if isinstance(admitted, bytes):
+                self.counts.errors += 1
+                self._answer(admitted)
+                return
+            if admitted is not None:
+                self._later(self._admit_then(gate, admitted, route, query, close))
+                return
+        answer = self._respond(route, query, close)
+        if isinstance(answer, bytes):
+            self._answer(answer)
+        else:
+            self._later(answer)
+
+    async def _admit_then(
+        self, gate: Gate, admission: Any, route: str, query: bytes, close: bool
+    ) -> bytes:
+        refusal = await gate.admit(admission, self.remote, close)
+        if refusal is not None:
+            self.counts.errors += 1
+            return refusal
+        answer = self._respond(route, query, close)
+        return answer if isinstance(answer, bytes) else await answer
+
+    def _respond(self, route: str, query: bytes, close: bool) -> bytes | Coroutine[Any, Any, bytes]:
+        """The answer: now, or (on a networked store) the coroutine that makes it."""
+        remote, tracker, now, counts = self.remote, self.tracker, self.clock(), self.counts
         if route == "announce":
             prepared = tracker.announce_call(query, remote)
             if isinstance(prepared, bytes):
                 counts.errors += 1
-                self._answer(response(200, prepared, close=close))
-            elif self.local is not None:
-                request, call = prepared
-                announced = torrents.announce_now(self.local, call, now)
-                counts.announces += 1
-                self._answer(
-                    response(200, tracker.answer_announce(request, announced), close=close)
-                )
-            else:
-                self._later(self._announce(*prepared, close))
-            return
+                return response(200, prepared, close=close)
+            if self.local is None:
+                return self._announce(*prepared, close)
+            request, call = prepared
+            announced = torrents.announce_now(self.local, call, now)
+            counts.announces += 1
+            return response(200, tracker.answer_announce(request, announced), close=close)
         hashes = tracker.scrape_hashes(query)
         if isinstance(hashes, bytes):
             counts.errors += 1
-            self._answer(response(200, hashes, close=close))
-        elif self.local is not None:
-            stats = self.local.stats_now([torrents.swarm_of(h) for h in hashes], now=now)
-            counts.scrapes += 1
-            self._answer(response(200, tracker.answer_scrape(hashes, stats), close=close))
-        else:
-            self._later(self._scrape(hashes, close))
+            return response(200, hashes, close=close)
+        if self.local is None:
+            return self._scrape(hashes, close)
+        stats = self.local.stats_now([torrents.swarm_of(h) for h in hashes], now=now)
+        counts.scrapes += 1
+        return response(200, tracker.answer_scrape(hashes, stats), close=close)
 
     async def _announce(
         self, request: AnnounceRequest, call: torrents.StoreAnnounce, close: bool
@@ -379,11 +495,17 @@ class HttpTrackerProtocol(asyncio.Protocol):
                 out.append(first)
         if out:
             transport.write(b"".join(out))
-        if self.paused and len(answers) < MAX_PIPELINED // 2 and not self.closing:
+        if (
+            self.paused
+            and len(answers) < MAX_PIPELINED // 2
+            and not (self.closing or self.yielding)
+        ):
             self.paused = False
             transport.resume_reading()
         if self.closing and not answers:
             transport.close()
+        elif self.yielding and not answers:
+            self._give_back()
 
     def _refuse(self, status: int, reason: str) -> None:
         """Answer ``status`` after what is queued, then close (the stream cannot be
@@ -446,9 +568,11 @@ async def open_http_tracker(
     tracker: HttpTracker,
     store: Store,
     clock: Callable[[], float],
+    counts: TrackerCounts,
 ) -> HttpTrackerServer:
+    """The tracker on ``host:port``; what it answers is counted into ``counts`` (shared
+    with the API port's)."""
     connections: set[HttpTrackerProtocol] = set()
-    counts = TrackerCounts()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: HttpTrackerProtocol(tracker, store, clock, connections, counts),

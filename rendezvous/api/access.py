@@ -92,22 +92,30 @@ def identify(
     return Admission(Access(grant.tenant, grant), grant.bucket, rate, burst, True)
 
 
+def bucket_of(admission: Admission, ip: Callable[[], str]) -> str:
+    """The token bucket a request spends from: its credential's, else its client IP's."""
+    return admission.bucket if admission.bucket is not None else f"ip:{ip()}"
+
+
+def rate_limited(admission: Admission) -> ApiError:
+    limited = "your key" if admission.keyed else "your address"
+    return ApiError(
+        429,
+        "rate_limited",
+        f"more than {admission.rate:g} requests/s from {limited}",
+        headers={"Retry-After": str(max(1, math.ceil(1 / admission.rate)))},
+    )
+
+
 async def charge(app: web.Application, admission: Admission, ip: Callable[[], str]) -> None:
     """Spend one request from the admission's bucket (``ip()`` names the client IP's);
     429 when it is empty. One store round trip, none without a rate."""
-    rate = admission.rate
-    if rate <= 0:
+    if admission.rate <= 0:
         return
-    bucket = admission.bucket if admission.bucket is not None else f"ip:{ip()}"
     store, now = app[keys.STORE], app[keys.CLOCK]()
-    if not await store.take(bucket, rate=rate, burst=admission.burst, now=now):
-        limited = "your key" if admission.keyed else "your address"
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"more than {rate:g} requests/s from {limited}",
-            headers={"Retry-After": str(max(1, math.ceil(1 / rate)))},
-        )
+    bucket = bucket_of(admission, ip)
+    if not await store.take(bucket, rate=admission.rate, burst=admission.burst, now=now):
+        raise rate_limited(admission)
 
 
 @web.middleware

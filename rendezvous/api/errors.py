@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http
 import json
 import logging
 
@@ -30,11 +31,27 @@ def error_body(code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
+def error_http(error: ApiError, *, close: bool) -> bytes:
+    """``error`` as a whole HTTP/1.1 response, for the listeners that write their own."""
+    body = error_body(error.code, error.message)
+    headers = {**error.headers, **({"Connection": "close"} if close else {})}
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    head = (
+        f"HTTP/1.1 {error.status} {http.HTTPStatus(error.status).phrase}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
     body = error_body(code, message)
     return web.Response(body=body, status=status, headers=headers, content_type="application/json")
+
+
+def store_unavailable() -> ApiError:
+    return ApiError(503, "store_unavailable", "the peer store is unavailable")
 
 
 def validation_message(exc: ValidationError) -> str:
@@ -55,7 +72,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except StoreError as exc:
         log.warning("store unavailable: %s", exc)
         request.app[keys.METRICS].store_errors.inc()
-        return error_response(503, "store_unavailable", "the peer store is unavailable")
+        down = store_unavailable()
+        return error_response(down.status, down.code, down.message)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

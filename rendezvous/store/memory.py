@@ -133,6 +133,12 @@ class MemoryStore:
     async def take(
         self, bucket: str, *, rate: float, burst: float, now: float, cost: float = 1.0
     ) -> bool:
+        return self.take_now(bucket, rate=rate, burst=burst, now=now, cost=cost)
+
+    def take_now(
+        self, bucket: str, *, rate: float, burst: float, now: float, cost: float = 1.0
+    ) -> bool:
+        """``take``, for callers that must not suspend (the lean HTTP listener)."""
         tokens, updated = self._buckets.get(bucket, (burst, now))
         tokens = min(burst, tokens + max(0.0, now - updated) * rate)
         allowed = tokens >= cost

@@ -59,3 +59,11 @@ async def serving(
         yield client
     finally:
         await client.close()
+
+
+def address(client: TestClient[Any, Any]) -> tuple[str, int]:
+    """Where ``client``'s server listens (the API port)."""
+    port = client.port
+    if port is None:
+        raise RuntimeError("the server is not started")
+    return client.host, port

@@ -1,11 +1,13 @@
-"""The HTTP tracker on a port of its own (``--http-tracker``): real sockets on memory and
-Redis -- keep-alive and pipelined announces answered in order, HTTP/1.0 and
-``Connection: close``, and every refusal (404, 405, bodies, malformed or oversized
-heads, upgrades) -- then the protocol fuzzed with arbitrary bytes."""
+"""The lean HTTP tracker, on a port of its own (``--http-tracker``) and on the API port
+(through the front door): real sockets on memory and Redis -- keep-alive and pipelined
+announces answered in order, HTTP/1.0 and ``Connection: close``, and on its own port every
+refusal (404, 405, bodies, malformed or oversized heads, upgrades) -- then the protocol
+fuzzed with arbitrary bytes, on either port."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -24,7 +26,7 @@ from rendezvous.http_tracker import MAX_HEAD, HttpTracker, HttpTrackerProtocol
 from rendezvous.metrics import TrackerCounts
 from rendezvous.settings import RendezvousSettings
 from rendezvous.store.memory import MemoryStore
-from tests.rendezvous.apputil import serving, store_url
+from tests.rendezvous.apputil import address, serving, store_url
 
 INFO_HASH = os.urandom(20)
 
@@ -44,11 +46,25 @@ def get(path: str, extra: str = "", version: str = "1.1") -> bytes:
 
 
 @pytest.fixture(params=["memory", "redis"])
-async def tracker(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, int]]:
+async def own_port(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, int]]:
+    """The address of ``--http-tracker``, on the store the test asks for."""
     store = store_url(request, request.param)
     settings = RendezvousSettings(store=store, secret="s", http_tracker="127.0.0.1:0")
     async with serving(settings) as client:
         yield client.app[keys.HTTP_TRACKER].sockname
+
+
+@pytest.fixture(params=[(b, p) for b in ("memory", "redis") for p in ("own", "api")], ids=str)
+async def tracker(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, int]]:
+    """The address of the tracker, on its own port or the API port."""
+    backend, port = request.param
+    store = store_url(request, backend)
+    settings = RendezvousSettings(store=store, secret="s", http_tracker="127.0.0.1:0")
+    async with serving(settings) as client:
+        if port == "own":
+            yield client.app[keys.HTTP_TRACKER].sockname
+        else:
+            yield address(client)
 
 
 class Connection:
@@ -94,9 +110,9 @@ async def test_pipelined_announces_are_answered_in_order(tracker: tuple[str, int
     ],
 )
 async def test_wrong_paths_and_methods_keep_the_connection(
-    tracker: tuple[str, int], request_bytes: bytes, status: int, message: bytes
+    own_port: tuple[str, int], request_bytes: bytes, status: int, message: bytes
 ) -> None:
-    conn = await connect(tracker)
+    conn = await connect(own_port)
     conn.writer.write(request_bytes)
     got, headers, body = await conn.response()
     assert got == status
@@ -118,9 +134,9 @@ async def test_wrong_paths_and_methods_keep_the_connection(
     ],
 )
 async def test_refusals_close_the_connection(
-    tracker: tuple[str, int], request_bytes: bytes, status: int, message: bytes
+    own_port: tuple[str, int], request_bytes: bytes, status: int, message: bytes
 ) -> None:
-    conn = await connect(tracker)
+    conn = await connect(own_port)
     conn.writer.write(request_bytes + get(announce_path(b"d" * 20, 7001)))
     got, headers, body = await conn.response()
     assert got == status
@@ -202,8 +218,11 @@ def test_any_bytes_get_http_answers_or_a_close(parts: list[bytes]) -> None:
         return transport
 
     transport = asyncio.run(feed())
-    written = bytes(transport.written)
-    # Whatever came in, what went out is whole HTTP responses.
+    assert_whole_responses(bytes(transport.written))
+
+
+def assert_whole_responses(written: bytes) -> None:
+    """``written`` is whole HTTP responses, one after another."""
     while written:
         assert written.startswith(b"HTTP/1.1 ")
         head, _, rest = written.partition(b"\r\n\r\n")
@@ -257,3 +276,124 @@ def test_a_client_that_does_not_read_is_not_read_from() -> None:
         return seen
 
     assert asyncio.run(run()) == [True, False, True]
+
+
+# ---- the API port: tracker requests served lean, the rest by aiohttp
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def api(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    settings = RendezvousSettings(store=store_url(request, request.param), secret="s", rate_limit=0)
+    async with serving(settings) as client:
+        yield client
+
+
+async def test_the_api_port_hands_other_requests_to_aiohttp(api: Any) -> None:
+    counts = api.app[keys.METRICS].trackers["http"]
+    conn = await connect(address(api))
+    # Pipelined: the lean tracker answers the first, then gives the connection (and the
+    # rest of what was sent) to aiohttp, whose routes answer the others.
+    conn.writer.write(
+        get(announce_path(b"h" * 20, 7005)) + get("/livez") + get(announce_path(b"i" * 20, 7006))
+    )
+    first, second, third = [await conn.response() for _ in range(3)]
+    assert first[0] == second[0] == third[0] == 200
+    assert decoded(first[2])[b"peers"] == b""
+    assert second[1]["Content-Type"].startswith("application/json")
+    assert parse_compact_peers(decoded(third[2])[b"peers"], 4) == [("127.0.0.1", 7005)]
+    assert counts.announces == 1  # the lean tracker's; aiohttp's route answered the third
+    conn.writer.close()
+    # A head that comes byte by byte is still the tracker's.
+    conn = await connect(address(api))
+    for byte in get(announce_path(b"j" * 20, 7007)):
+        conn.writer.write(bytes((byte,)))
+        await conn.writer.drain()
+    assert (await conn.response())[0] == 200
+    assert counts.announces == 2
+    # A tracker request with a body is refused, and the connection closed.
+    conn.writer.write(
+        b"GET /announce?x HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc" + get("/livez")
+    )
+    status, headers, body = await conn.response()
+    assert (status, headers["Connection"]) == (400, "close")
+    assert b"no body" in decoded(body)[b"failure reason"]
+    assert await conn.closed()
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_the_api_port_tracker_keeps_the_access_rules(
+    request: pytest.FixtureRequest, backend: str
+) -> None:
+    store = store_url(request, backend)
+    limited = RendezvousSettings(store=store, secret="s", rate_limit=0.01, rate_burst=1)
+    async with serving(limited) as client:
+        conn = await connect(address(client))
+        conn.writer.write(get(announce_path(b"k" * 20, 7008)) + get(announce_path(b"l" * 20, 7009)))
+        first, second = await conn.response(), await conn.response()
+        assert first[0] == 200
+        assert (second[0], second[1]["Retry-After"]) == (429, "100")  # as aiohttp answers
+        assert json.loads(second[2])["error"]["code"] == "rate_limited"
+        conn.writer.close()
+    private = RendezvousSettings(store=store, secret="s", public=False)
+    async with serving(private) as client:
+        conn = await connect(address(client))
+        conn.writer.write(get(announce_path(b"m" * 20, 7010), "Authorization: Bearer nope\r\n"))
+        status, headers, body = await conn.response()
+        assert (status, headers["WWW-Authenticate"]) == (401, 'Bearer error="invalid_token"')
+        assert json.loads(body)["error"]["code"] == "unauthenticated"
+        conn.writer.close()
+
+
+class RecordingGate:
+    """The API port's part, as the fuzz test sees it: every request admitted, and what
+    is handed to aiohttp recorded."""
+
+    def __init__(self) -> None:
+        self.handed: list[bytes] = []
+
+    def admit_now(self, authorization: str | None, remote: str | None, close: bool) -> None:
+        return None
+
+    async def admit(self, admission: Any, remote: str | None, close: bool) -> None:
+        return None
+
+    def hand_off(self, transport: asyncio.Transport, data: bytes) -> None:
+        self.handed.append(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(chunks)
+def test_on_the_api_port_any_bytes_are_answered_or_handed_on(parts: list[bytes]) -> None:
+    gate = RecordingGate()
+
+    fed: list[bytes] = []
+
+    async def feed() -> FakeTransport:
+        transport = FakeTransport()
+        protocol = HttpTrackerProtocol(
+            HttpTracker(RendezvousSettings()),
+            MemoryStore(),
+            lambda: 1e9,
+            set(),
+            TrackerCounts(),
+            gate=gate,
+        )
+        protocol.connection_made(transport)
+        for part in parts:
+            if transport.closed or gate.handed:
+                break
+            fed.append(part)
+            protocol.data_received(part)
+        protocol.connection_lost(None)
+        return transport
+
+    transport = asyncio.run(feed())
+    assert_whole_responses(bytes(transport.written))
+    assert len(gate.handed) <= 1
+    if gate.handed:  # aiohttp got the rest of the stream, from a request that is not ours
+        handed = gate.handed[0]
+        assert handed
+        assert b"".join(fed).endswith(handed)
+        ours = [p + c for p in (b"GET /announce", b"GET /scrape") for c in (b" ", b"?")]
+        assert not handed.startswith(tuple(ours))
+        assert not transport.closed
