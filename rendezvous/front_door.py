@@ -170,21 +170,32 @@ class TrackerGate:
     the access middleware does for ``/announce`` and ``/scrape`` through aiohttp --
     credentials, ``--no-public``, the rate limit -- with the same answers."""
 
-    __slots__ = ("door", "local")
+    __slots__ = ("anonymous", "door", "local")
 
     def __init__(self, door: FrontDoor) -> None:
         self.door = door
         store = door.app[keys.STORE]
         self.local = store if isinstance(store, MemoryStore) else None
+        # What a request without credentials gets is settled by the settings alone.
+        self.anonymous: Admission | ApiError
+        try:
+            self.anonymous = identify(door.app, "/announce", None, None)
+        except ApiError as exc:
+            self.anonymous = exc
 
     def admit_now(
         self, authorization: str | None, remote: str | None, close: bool
     ) -> bytes | Admission | None:
         app = self.door.app
-        try:
-            admission = identify(app, "/announce", authorization, None)
-        except ApiError as exc:
-            return error_http(exc, close=close)
+        if authorization is None:
+            admission = self.anonymous
+        else:
+            try:
+                admission = identify(app, "/announce", authorization, None)
+            except ApiError as exc:
+                admission = exc
+        if isinstance(admission, ApiError):
+            return error_http(admission, close=close)
         if admission.rate <= 0:
             return None
         if self.local is None:

@@ -36,13 +36,14 @@ import httptools
 from rendezvous import torrents
 from rendezvous.bittorrent import TrackerError
 from rendezvous.bittorrent.announce import (
-    AnnounceRequest,
+    AnnounceParams,
     AnnounceResponse,
     encode_compact_response,
     encode_scrape,
     failure,
     parse_announce,
     parse_scrape,
+    quick_announce,
 )
 from rendezvous.metrics import TrackerCounts
 from rendezvous.settings import RendezvousSettings
@@ -66,28 +67,30 @@ class HttpTracker:
 
     def announce_call(
         self, query: bytes | str, remote: str | None
-    ) -> bytes | tuple[AnnounceRequest, torrents.StoreAnnounce]:
-        """A finished answer (a failure), or the parsed request and its store call."""
-        try:
-            request = parse_announce(query)
-        except TrackerError as exc:
-            return failure(str(exc))
+    ) -> bytes | tuple[AnnounceParams, torrents.StoreAnnounce]:
+        """A finished answer (a failure), or the announce and its store call."""
+        params = quick_announce(query) if isinstance(query, bytes) else None
+        if params is None:  # anything unusual: the full parser, which names any problem
+            try:
+                params = AnnounceParams.of(parse_announce(query))
+            except TrackerError as exc:
+                return failure(str(exc))
         address = torrents.source_address(remote)
         if address is None:
             return failure("cannot tell your address")
         call = self.planner.plan(
-            request.info_hash,
-            request.peer_id,
+            params.info_hash,
+            params.peer_id,
             address,
-            request.port,
-            request.left,
-            request.event,
-            request.numwant,
-            request.compact,
+            params.port,
+            params.left,
+            params.event,
+            params.numwant,
+            params.compact,
         )
-        return request, call
+        return params, call
 
-    def answer_announce(self, request: AnnounceRequest, announced: Announced) -> bytes:
+    def answer_announce(self, request: AnnounceParams, announced: Announced) -> bytes:
         if announced.full:
             return failure("this torrent has too many peers")
         compact = request.compact
@@ -142,6 +145,7 @@ _REASONS: Final = {
 }
 _ROUTES: Final = {b"/announce": "announce", b"/scrape": "scrape"}
 TRACKER_REQUESTS: Final = (b"GET /announce", b"GET /scrape")
+_ANNOUNCE: Final = b"GET /announce?"  # the request line nearly every request has
 
 
 def begins(buffer: bytes | bytearray, prefixes: tuple[bytes, ...]) -> bool | None:
@@ -280,7 +284,7 @@ class HttpTrackerProtocol(asyncio.Protocol):
         unfed = self.unfed
         unfed += data
         while unfed and not self.closing and not self.yielding and self.transport is not None:
-            verdict = begins(unfed, TRACKER_REQUESTS)
+            verdict = True if unfed.startswith(_ANNOUNCE) else begins(unfed, TRACKER_REQUESTS)
             if verdict is None:
                 return
             if not verdict:
@@ -439,7 +443,7 @@ class HttpTrackerProtocol(asyncio.Protocol):
         return response(200, tracker.answer_scrape(hashes, stats), close=close)
 
     async def _announce(
-        self, request: AnnounceRequest, call: torrents.StoreAnnounce, close: bool
+        self, request: AnnounceParams, call: torrents.StoreAnnounce, close: bool
     ) -> bytes:
         announced = await torrents.announce(self.store, call, self.clock())
         self.counts.announces += 1

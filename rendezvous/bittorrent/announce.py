@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 from urllib.parse import quote_from_bytes
 
 from . import bencode
@@ -37,6 +37,7 @@ __all__ = [
     "MAX_KEY_LENGTH",
     "MAX_QUERY_LENGTH",
     "MAX_SCRAPE_HASHES",
+    "AnnounceParams",
     "AnnounceRequest",
     "AnnounceResponse",
     "Event",
@@ -53,6 +54,7 @@ __all__ = [
     "parse_scrape",
     "parse_scrape_response",
     "percent_decode",
+    "quick_announce",
 ]
 
 MAX_QUERY_LENGTH: Final = 4096
@@ -163,7 +165,8 @@ def _query_pairs(query: bytes | str) -> list[tuple[bytes, bytes]]:
 
 
 _ESCAPES: Final = re.compile(rb"(?:%[0-9A-Fa-f]{2})+")
-_SIMPLE: Final = re.compile(rb"(?:[A-Za-z0-9._~!$'()*+,;:@/?-]|%[0-9A-Fa-f]{2})*")
+# What quoted-printable decoding copies as it is (no "=", no whitespace), and "%".
+_PLAIN: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~!$'()*+,;:@/?-%"
 
 
 def _decode_run(match: re.Match[bytes]) -> bytes:
@@ -174,15 +177,18 @@ def percent_decode(raw: bytes) -> bytes:
     """``raw`` with its ``%XX`` escapes decoded (RFC 3986 §2.1); a ``%`` not followed by
     two hex digits stays as it is, as ``urllib.parse.unquote_to_bytes`` leaves it.
 
-    One C call per run of escapes, not a Python step per escape: a BitTorrent client
-    escapes most of the 40 bytes of ``info_hash`` and ``peer_id`` in every announce.
+    A few C calls, not a Python step per escape: a BitTorrent client escapes most of the
+    40 bytes of ``info_hash`` and ``peer_id`` in every announce.
     """
     if b"%" not in raw:
         return raw
-    if _SIMPLE.fullmatch(raw):
-        # Only valid escapes and characters that quoted-printable decoding copies as
-        # they are (no "=", no whitespace): "%XX" -> "=XX" is then one C call.
-        return binascii.a2b_qp(raw.replace(b"%", b"="))
+    if not raw.translate(None, _PLAIN):
+        # Only escapes and characters quoted-printable decoding copies: "%XX" -> "=XX"
+        # is then one C call. Each valid escape shortens the text by exactly 2, anything
+        # else by less, so the length tells whether every escape was valid.
+        decoded = binascii.a2b_qp(raw.replace(b"%", b"="))
+        if len(decoded) == len(raw) - 2 * raw.count(b"%"):
+            return decoded
     return _ESCAPES.sub(_decode_run, raw)
 
 
@@ -355,6 +361,100 @@ def parse_announce(query: bytes | str) -> AnnounceRequest:
         None if key_value is None else _ascii("key", key_value),
         None if ip is None else _client_ip(ip),
         get(b"trackerid"),
+    )
+
+
+class AnnounceParams(NamedTuple):
+    """What a tracker acts on in an announce: the fields of ``AnnounceRequest`` it uses."""
+
+    info_hash: bytes
+    peer_id: bytes
+    port: int
+    left: int
+    event: Event
+    numwant: int | None
+    compact: bool
+    no_peer_id: bool
+
+    @classmethod
+    def of(cls, request: AnnounceRequest) -> AnnounceParams:
+        return cls(
+            request.info_hash,
+            request.peer_id,
+            request.port,
+            request.left,
+            request.event,
+            request.numwant,
+            request.compact,
+            request.no_peer_id,
+        )
+
+
+def quick_announce(query: bytes) -> AnnounceParams | None:
+    """``parse_announce`` for the announce every client sends -- each component
+    ``name=value`` with a plain name said once, no ``ip`` -- in a few C calls, or ``None``
+    for anything else (``parse_announce`` then answers it, and names any problem). What
+    it accepts, ``parse_announce`` accepts with the same fields (a property test)."""
+    if len(query) > MAX_QUERY_LENGTH:
+        return None
+    parts = query.split(b"&")
+    try:
+        fields = dict(part.split(b"=", 1) for part in parts)
+    except ValueError:  # a part without "="
+        return None
+    if len(fields) != len(parts) or b"ip" in fields or b"%" in b"".join(fields):
+        return None  # a name said twice, an escaped name, a claimed address
+    get = fields.get
+    info_hash, peer_id = get(b"info_hash"), get(b"peer_id")
+    port, uploaded, downloaded, left = (
+        get(b"port"),
+        get(b"uploaded"),
+        get(b"downloaded"),
+        get(b"left"),
+    )
+    if (
+        info_hash is None
+        or peer_id is None
+        or port is None
+        or uploaded is None
+        or downloaded is None
+        or left is None
+        or not (port.isdigit() and uploaded.isdigit() and downloaded.isdigit())
+        or not left.isdigit()
+        or len(uploaded) > 19  # 19 digits may still fit MAX_COUNTER; 20 may not
+        or len(downloaded) > 19
+        or len(left) > 19
+        or (len(uploaded) == 19 and int(uploaded) > MAX_COUNTER)
+        or (len(downloaded) == 19 and int(downloaded) > MAX_COUNTER)
+    ):
+        return None
+    left_count = int(left)
+    if b"%" in info_hash:
+        info_hash = percent_decode(info_hash)
+    if b"%" in peer_id:
+        peer_id = percent_decode(peer_id)
+    port_number = int(port) if len(port) <= 5 else 0
+    event = _EVENTS.get(get(b"event", b""))
+    compact = _FLAGS.get(get(b"compact", b"1"))
+    no_peer_id = _FLAGS.get(get(b"no_peer_id", b"0"))
+    numwant_raw, key = get(b"numwant"), get(b"key")
+    if (
+        len(info_hash) != _HASH_LENGTH
+        or len(peer_id) != _HASH_LENGTH
+        or not 1 <= port_number <= 0xFFFF
+        or event is None
+        or compact is None
+        or no_peer_id is None
+        or left_count > MAX_COUNTER
+        or (numwant_raw is not None and not (numwant_raw.isdigit() and len(numwant_raw) <= 19))
+        or (key is not None and (b"%" in key or not key.isascii() or len(key) > MAX_KEY_LENGTH))
+    ):
+        return None
+    numwant = None if numwant_raw is None else int(numwant_raw)
+    if numwant is not None and numwant > MAX_COUNTER:
+        return None
+    return AnnounceParams(
+        info_hash, peer_id, port_number, left_count, event, numwant, compact, no_peer_id
     )
 
 

@@ -224,11 +224,16 @@ async def test_punch_brokering_across_instances(
 ) -> None:
     first, second = two_instances
     alice, bob = Identity.generate(), Identity.generate()
-    to_alice, to_bob = await connect(first, alice), await connect(second, bob)
-    for ws in (to_alice, to_bob):  # the first ping comes right after welcome: answer it
+    sockets = []
+    for instance, identity in ((first, alice), (second, bob)):
+        ws = await connect(instance, identity)
+        # The first ping comes right after welcome: answered at once (the round trip
+        # must not include connecting the other peer).
         ping = await asyncio.wait_for(ws.receive_json(), 5)
         assert ping["type"] == "ping"
         await ws.send_json({"type": "pong", "nonce": ping["nonce"]})
+        sockets.append(ws)
+    to_alice, to_bob = sockets
     for ws in (to_alice, to_bob):  # flush the pongs: a signal to oneself comes after them
         await ws.send_json(
             {"type": "signal", "to": (alice if ws is to_alice else bob).peer_id, "data": 0}

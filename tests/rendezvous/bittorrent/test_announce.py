@@ -18,6 +18,7 @@ from rendezvous.bittorrent.announce import (
     MAX_COUNTER,
     MAX_QUERY_LENGTH,
     MAX_SCRAPE_HASHES,
+    AnnounceParams,
     AnnounceRequest,
     AnnounceResponse,
     compact_peer,
@@ -30,6 +31,7 @@ from rendezvous.bittorrent.announce import (
     parse_scrape,
     parse_scrape_response,
     percent_decode,
+    quick_announce,
 )
 from rendezvous.bittorrent.bencode import encode
 
@@ -750,3 +752,56 @@ def test_fast_compact_encoding_is_the_canonical_bencoding(
     if compact6:
         body["peers6"] = compact6
     assert response.encode(compact=True) == encode(body)
+
+
+_PIECES = [
+    b"%",
+    b"%4",
+    b"%41",
+    b"%zz",
+    b"%0a",
+    b"%FF",
+    b"%e9",
+    b"=",
+    b" ",
+    b"\n",
+    b"a",
+    b"~",
+    b"\xff",
+]
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=24))
+def test_percent_decode_is_unquote_to_bytes_on_escapes(pieces: list[bytes]) -> None:
+    raw = b"".join(pieces)  # valid, broken and trailing escapes among what QP treats apart
+    assert percent_decode(raw) == unquote_to_bytes(raw)
+
+
+# ---- the quick announce parser, held to parse_announce
+
+_NAMES = [b"info_hash", b"peer_id", b"port", b"uploaded", b"downloaded", b"left", b"event"]
+_NAMES += [b"compact", b"no_peer_id", b"numwant", b"key", b"ip", b"trackerid", b"corrupt"]
+_NAMES += [b"port%3D", b"info%5Fhash", b""]
+_VALUES = [b"", b"0", b"1", b"2", b"80", b"65535", b"65536", b"0080", b"9" * 18, b"9" * 19]
+_VALUES += [b"1" * 21, b"-1", b"+1", b"started", b"st%61rted", b"stopped", b"%41" * 20]
+_VALUES += [b"a" * 20, b"%ff" * 20, b"a" * 19 + b"%", b"\xe9", b"k%20y", b"127.0.0.1", b"1=2"]
+components = st.tuples(st.sampled_from(_NAMES), st.sampled_from(_VALUES)).map(b"=".join)
+queries = st.lists(components | st.sampled_from([b"", b"noequals"]), max_size=16).map(b"&".join)
+
+
+@given(queries | requests.map(lambda r: r.encode().encode("latin-1")))
+def test_quick_announce_accepts_only_what_parse_announce_accepts_alike(query: bytes) -> None:
+    quick = quick_announce(query)
+    if quick is None:
+        return
+    assert AnnounceParams.of(parse_announce(query)) == quick
+
+
+@given(requests.map(lambda r: dataclasses.replace(r, ip=None)))
+def test_quick_announce_takes_every_plain_announce(request_: AnnounceRequest) -> None:
+    """The common announce never falls back (what a client encodes, without ``ip``)."""
+    query = request_.encode().encode("latin-1")
+    quick = quick_announce(query)
+    if request_.key is not None and ("%" in query.decode("latin-1").split("key=")[1]):
+        return  # an escaped key: the full parser's
+    assert quick == AnnounceParams.of(request_)
