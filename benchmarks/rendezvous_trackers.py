@@ -6,8 +6,10 @@ one torrent, ``numwant=30``, compact) against:
 * ``bare``       - aiohttp answering a constant body (``bare_aiohttp.py``): the ceiling of
                    an aiohttp server on this machine;
 * ``natkit``     - ``natkit rendezvous`` on its memory store, ``--rate-limit 0``: HTTP on
-                   the API port (aiohttp) and, as ``natkit-port``, on ``--http-tracker``
-                   (the tracker's own listener);
+                   the API port (its front door hands tracker requests to the lean
+                   tracker listener, behind the API's access rules) and, as
+                   ``natkit-port``, on ``--http-tracker`` (the same listener on its own
+                   port);
 * ``opentracker``- the C tracker (Debian package), the reference tracker.
 
 UDP (``udp_tracker_loadgen.c``: 16 sockets x 8 announces in flight, BEP 15 connect then
