@@ -31,9 +31,11 @@ from rendezvous.bittorrent.udp import (
     ErrorResponse,
     ScrapeRequest,
     ScrapeResponse,
+    UdpAnnounce,
     encode_announce_response,
     parse_request,
     peek_transaction_id,
+    quick_announce,
 )
 from rendezvous.metrics import TrackerCounts
 from rendezvous.settings import RendezvousSettings
@@ -57,8 +59,13 @@ class UdpTracker:
 
     def handle(
         self, data: bytes, addr: Address, now: float
-    ) -> bytes | AnnounceRequest | ScrapeRequest | None:
+    ) -> bytes | UdpAnnounce | ScrapeRequest | None:
         """A response datagram, a validated request for the store, or None (ignore)."""
+        quick = quick_announce(data)
+        if quick is not None:  # the common announce, read in one unpack
+            if not self.ids.valid(quick.connection_id, addr, now):
+                return ErrorResponse(quick.transaction_id, "connection id expired").encode()
+            return quick
         try:
             request = parse_request(data)
         except TrackerError as exc:
@@ -71,9 +78,11 @@ class UdpTracker:
             return ConnectResponse(request.transaction_id, connection_id).encode()
         if not self.ids.valid(request.connection_id, addr, now):
             return ErrorResponse(request.transaction_id, "connection id expired").encode()
+        if isinstance(request, AnnounceRequest):
+            return UdpAnnounce.of(request)
         return request
 
-    def plan(self, request: AnnounceRequest, addr: Address) -> torrents.StoreAnnounce | None:
+    def plan(self, request: UdpAnnounce, addr: Address) -> torrents.StoreAnnounce | None:
         """The store call of a validated announce (None: the source is not an IP)."""
         address = torrents.source_address(addr[0])
         if address is None:
@@ -89,7 +98,7 @@ class UdpTracker:
             numwant,
         )
 
-    def answer_announce(self, request: AnnounceRequest, announced: Announced) -> bytes:
+    def answer_announce(self, request: UdpAnnounce, announced: Announced) -> bytes:
         if announced.full:
             return ErrorResponse(request.transaction_id, "this torrent has too many peers").encode()
         v4, v6 = torrents.compact_peers(announced)
@@ -108,7 +117,7 @@ class UdpTracker:
         return ScrapeResponse(request.transaction_id, entries).encode()
 
 
-Batch = list[tuple[AnnounceRequest | ScrapeRequest, Address]]
+Batch = list[tuple[UdpAnnounce | ScrapeRequest, Address]]
 
 
 class UdpTrackerSocket:
@@ -197,7 +206,7 @@ class UdpTrackerSocket:
     def _answer_now(
         self,
         store: MemoryStore,
-        request: AnnounceRequest | ScrapeRequest,
+        request: UdpAnnounce | ScrapeRequest,
         addr: Address,
         now: float,
     ) -> bytes:
@@ -222,10 +231,10 @@ class UdpTrackerSocket:
         finally:
             self.in_flight -= len(batch)
 
-    async def _serve(self, request: AnnounceRequest | ScrapeRequest, addr: Address) -> None:
+    async def _serve(self, request: UdpAnnounce | ScrapeRequest, addr: Address) -> None:
         tracker = self.tracker
         try:
-            if isinstance(request, AnnounceRequest):
+            if isinstance(request, UdpAnnounce):
                 call = tracker.plan(request, addr)
                 if call is not None:
                     announced = await torrents.announce(self.store, call, self.clock())

@@ -4,6 +4,7 @@ with the memory and Redis stores (connect, announce, scrape, expired ids, bad pa
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -25,6 +26,7 @@ from rendezvous.bittorrent.udp import (
     ErrorResponse,
     ScrapeRequest,
     ScrapeResponse,
+    UdpAnnounce,
     parse_response,
 )
 from rendezvous.settings import RendezvousSettings
@@ -53,7 +55,10 @@ def test_core_connect_then_announce() -> None:
     assert isinstance(connected, ConnectResponse)
     assert connected.transaction_id == 5
     request = announce_request(connected.connection_id, b"p" * 20, 6881)
-    assert tracker.handle(request.encode(), ADDR, 1000.0) == request
+    assert tracker.handle(request.encode(), ADDR, 1000.0) == UdpAnnounce.of(request)
+    # With a BEP 41 option the full parser reads it: the same announce.
+    with_options = dataclasses.replace(request, url_data=b"/announce?x")
+    assert tracker.handle(with_options.encode(), ADDR, 1000.0) == UdpAnnounce.of(request)
     # Another source, or two minutes later: the id is not accepted.
     for addr, now in ((("127.0.0.2", 40000), 1000.0), (ADDR, 1000.0 + 240)):
         refused = tracker.handle(request.encode(), addr, now)
@@ -77,7 +82,7 @@ def test_core_answers_only_peers_of_the_requests_family() -> None:
         PeerRecord("a", bytes([10, 0, 0, 1, 0x1A, 0xE1]), 0.0),
         PeerRecord("b", socket.inet_pton(socket.AF_INET6, "2001:db8::1") + b"\x1a\xe2", 0),
     )
-    request = announce_request(1, b"p" * 20, 6881)
+    request = UdpAnnounce.of(announce_request(1, b"p" * 20, 6881))
     reply = tracker.answer_announce(request, Announced(records, SwarmStats(3, 1, 0)))
     response = parse_response(reply, ipv6=False)
     assert response == AnnounceResponse(7, 1800, 2, 1, (("10.0.0.1", 6881),))

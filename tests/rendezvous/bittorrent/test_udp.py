@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import struct
 from typing import Literal
 
 import pytest
@@ -26,9 +27,11 @@ from rendezvous.bittorrent.udp import (
     Response,
     ScrapeRequest,
     ScrapeResponse,
+    UdpAnnounce,
     parse_request,
     parse_response,
     peek_transaction_id,
+    quick_announce,
 )
 
 
@@ -487,3 +490,54 @@ def test_arbitrary_options_never_invalidate_an_announce(options: bytes) -> None:
     request = parse_request(announce_packet(options=options))
     assert isinstance(request, AnnounceRequest)
     assert request.url_data is None or len(request.url_data) <= len(options)
+
+
+# ---- the quick announce reader, held to parse_request
+
+_FIELDS = st.tuples(
+    st.integers(0, 2**64 - 1),  # connection id
+    st.sampled_from([0, 1, 1, 1, 2, 3]),  # action: mostly announce
+    st.integers(0, 2**32 - 1),
+    st.binary(min_size=20, max_size=20),
+    st.binary(min_size=20, max_size=20),
+    *(st.integers(-(2**63), 2**63 - 1) | st.integers(0, 10) for _ in range(3)),
+    st.integers(0, 5),  # event: 0-3 valid
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 2**32 - 1),
+    st.integers(-(2**31), 2**31 - 1),
+    st.integers(0, 0xFFFF) | st.just(0),
+)
+
+
+@given(_FIELDS.map(lambda f: struct.pack("!QII20s20sqqqIIIiH", *f)) | st.binary(max_size=120))
+def test_quick_announce_reads_what_parse_request_reads_alike(data: bytes) -> None:
+    quick = quick_announce(data)
+    if quick is None:
+        return
+    full = parse_request(data)
+    assert isinstance(full, AnnounceRequest)
+    assert UdpAnnounce.of(full) == quick
+
+
+_PLAIN = st.tuples(
+    st.integers(0, 2**64 - 1),
+    st.just(1),
+    st.integers(0, 2**32 - 1),
+    st.binary(min_size=20, max_size=20),
+    st.binary(min_size=20, max_size=20),
+    *(st.integers(0, 2**63 - 1) for _ in range(3)),
+    st.integers(0, 3),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 2**32 - 1),
+    st.integers(-(2**31), 2**31 - 1),
+    st.integers(1, 0xFFFF),
+)
+
+
+@given(_PLAIN)
+def test_quick_announce_takes_every_plain_announce(fields: tuple[int | bytes, ...]) -> None:
+    data = struct.pack("!QII20s20sqqqIIIiH", *fields)
+    full = parse_request(data)
+    assert isinstance(full, AnnounceRequest)
+    assert quick_announce(data) == UdpAnnounce.of(full)
+    assert quick_announce(data + b"\x02\x00") is None  # with options: the full reader's
