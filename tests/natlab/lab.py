@@ -169,7 +169,7 @@ class Lab:
             upstream.ports += 1
             port = f"p{upstream.ports}"
             self._link(upstream.ns, port, ns, "wan")
-            upstream.ns.ip("link", "set", port, "master", "lan")
+            self._lan_port(upstream, port)
             router.wan_ip = upstream.next_lan_ip()
             gateway = upstream.lan_ip
         ns.ip("addr", "add", f"{router.wan_ip}/24", "dev", "wan")
@@ -184,12 +184,20 @@ class Lab:
             ns.run("iptables", *rule)
         self.routers[name] = router
 
+    @staticmethod
+    def _lan_port(router: Router, port: str) -> None:
+        """``port`` joins the router's LAN bridge. In hairpin mode: a packet the router
+        routes back to the host it came from (a hairpinned one, between two sockets of one
+        host) leaves by the port it came in on, which a bridge otherwise refuses."""
+        router.ns.ip("link", "set", port, "master", "lan")
+        router.ns.run("bridge", "link", "set", "dev", port, "hairpin", "on")
+
     def _host(self, name: str, router: Router) -> None:
         ns = self._namespace(name)
         router.ports += 1
         port = f"p{router.ports}"
         self._link(router.ns, port, ns, "eth0")
-        router.ns.ip("link", "set", port, "master", "lan")
+        self._lan_port(router, port)
         ip = router.next_lan_ip()
         ns.ip("addr", "add", f"{ip}/24", "dev", "eth0")
         ns.ip("route", "add", "default", "via", router.lan_ip)

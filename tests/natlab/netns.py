@@ -25,7 +25,7 @@ CLONE_NEWNET = 0x40000000
 NETNS_DIR = "/run/netns"
 PREFIX = "nkl"  # namespaces: nkl<pid>-<n>-<role>
 VETH_PREFIX = "nkv"  # root-namespace interface names: nkv<pid><n>a / b (at most 15 chars)
-TOOLS = ("ip", "iptables", "nft", "conntrack", "sysctl")
+TOOLS = ("ip", "bridge", "iptables", "nft", "conntrack", "sysctl")
 
 _counter = itertools.count()
 _libc = ctypes.CDLL(None, use_errno=True)

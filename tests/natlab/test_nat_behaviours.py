@@ -87,9 +87,16 @@ def test_public_address_is_the_outermost_nats(lab: Lab, probes: Probes) -> None:
     assert lab.router("home").wan_ip.startswith("10.")  # the home NAT's WAN is private
 
 
-@pytest.mark.parametrize(("router", "hairpins"), [("hairpin", True), ("port", False)])
-def test_hairpinning(lab: Lab, probes: Probes, router: str, hairpins: bool) -> None:
-    with private_socket(lab, router) as first, private_socket(lab, f"{router}-2") as second:
+@pytest.mark.parametrize(
+    ("router", "hairpins", "same_host"),
+    [("hairpin", True, False), ("hairpin", True, True), ("port", False, False)],
+)
+def test_hairpinning(
+    lab: Lab, probes: Probes, router: str, hairpins: bool, same_host: bool
+) -> None:
+    """Between two hosts behind the NAT, and between two sockets of one host."""
+    other = router if same_host else f"{router}-2"
+    with private_socket(lab, router) as first, private_socket(lab, other) as second:
         public_second = probes.mapped(second, (0, 0))
         public_first = probes.mapped(first, (0, 0))
         assert public_first is not None
