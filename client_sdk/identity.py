@@ -30,6 +30,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 SIGNING_CONTEXT = b"natkit-rendezvous-v1"
 # What a peer signs, after the server's challenge, to open a signaling WebSocket.
 WEBSOCKET_HELLO = b"websocket-hello"
+# A signed HTTP request (rendezvous.api.auth checks it): the public key, the challenge
+# from GET /v1/challenge, and the signature over ``request_fields``.
+KEY_HEADER = "X-Natkit-Key"
+CHALLENGE_HEADER = "X-Natkit-Challenge"
+SIGNATURE_HEADER = "X-Natkit-Signature"
 PEER_ID_LENGTH = 32
 
 
@@ -62,6 +67,13 @@ def peer_id_of(public_key: bytes) -> str:
         raise IdentityError(f"an Ed25519 public key is 32 bytes, got {len(public_key)}")
     digest = hashlib.sha256(public_key).digest()[:20]
     return base64.b32encode(digest).decode().lower()
+
+
+def request_fields(method: str, path_qs: str, body: bytes, challenge: str) -> tuple[bytes, ...]:
+    """What a request signature covers: the challenge, the method, the path with its
+    query, and the SHA-256 (hex) of the body (clients sign these, the server checks them)."""
+    digest = hashlib.sha256(body).hexdigest()
+    return challenge.encode(), method.upper().encode(), path_qs.encode(), digest.encode()
 
 
 def signed_message(*fields: bytes) -> bytes:

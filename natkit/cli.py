@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from natkit import __version__, logs
 from natkit.settings_cli import add_settings_arguments, settings_from_args
@@ -47,6 +48,34 @@ class LocalRelaySettings(RelaySettings):
     )
 
 
+class NetcheckSettings(BaseSettings):
+    """``natkit netcheck``: NAT behaviour discovery (``client_sdk.netcheck``)."""
+
+    model_config = SettingsConfigDict(env_prefix="NETCHECK_", extra="forbid")
+
+    stun: StrList = Field(
+        default_factory=list,
+        description="STUN server HOST:PORT; one with an RFC 5780 alternate address (natkit "
+        "relay --alt-listen, coturn with two listening IPs) gives mapping and filtering; "
+        "two plain ones give the mapping; repeat for several",
+    )
+    rendezvous: str = Field(
+        default="", description="rendezvous URL: list the relays it offers, with their latency"
+    )
+    region: str = Field(default="", description="region to ask the rendezvous for relays in")
+    rendezvous_token: str = Field(
+        default="", description="a tenant's bearer token for the rendezvous (--no-public)"
+    )
+    mapping_lifetime: bool = Field(
+        default=False,
+        description="also estimate how long an idle UDP mapping lives (takes up to "
+        "--lifetime-max seconds more)",
+    )
+    lifetime_max: float = Field(
+        default=120.0, ge=1.0, le=3600.0, description="longest idle time tried, seconds"
+    )
+
+
 def _until_signal(serve: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Run ``serve(stop)`` on the relay's event loop (uvloop) until SIGINT or SIGTERM."""
     from relay.eventloop import loop_factory
@@ -77,6 +106,35 @@ def _relay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     settings = settings_from_args(RelaySettings, args, parser)
     logs.configure(settings.log_level)
     app.run(settings)
+    return 0
+
+
+def _netcheck(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from client_sdk.netcheck import NetcheckError, format_table, netcheck
+    from client_sdk.netcheck.servers import parse_server
+
+    settings = settings_from_args(NetcheckSettings, args, parser)
+    if not settings.stun:
+        parser.error("give a STUN server: --stun HOST:PORT (or NETCHECK_STUN)")
+    try:
+        for server in settings.stun:
+            parse_server(server)
+    except NetcheckError as exc:
+        parser.error(f"--stun: {exc}")
+    try:
+        report = asyncio.run(
+            netcheck(
+                settings.stun,
+                rendezvous=settings.rendezvous or None,
+                region=settings.region,
+                rendezvous_token=settings.rendezvous_token or None,
+                mapping_lifetime=settings.mapping_lifetime,
+                lifetime_max=settings.lifetime_max,
+            )
+        )
+    except NetcheckError as exc:
+        parser.exit(1, f"natkit netcheck: {exc}\n")
+    print(report.to_json() if args.json else format_table(report))
     return 0
 
 
@@ -181,6 +239,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_settings_arguments(relay, RelaySettings)
     relay.set_defaults(handler=_relay, sub=relay)
+
+    netcheck = commands.add_parser(
+        "netcheck",
+        help="discover the NAT between this host and STUN servers",
+        description="NAT behaviour discovery: public address, mapping and filtering "
+        "behaviour (RFC 5780 tests against a STUN server with an alternate address, or "
+        "two servers compared), port preservation, hairpinning, whether UDP works, relay "
+        "latency (--rendezvous) and, with --mapping-lifetime, the idle mapping lifetime. "
+        "Exit status 0 whatever the network does (UDP blocked is a result); 1 when the "
+        "check cannot run. Every flag can also be set in the environment (NETCHECK_<FLAG>).",
+    )
+    add_settings_arguments(netcheck, NetcheckSettings)
+    for action in netcheck._actions:  # the generated flags say VALUE; these say what
+        action.metavar = {"stun": "HOST:PORT", "rendezvous": "URL"}.get(action.dest, action.metavar)
+    netcheck.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as JSON (stable keys; README, 'natkit netcheck')",
+    )
+    netcheck.set_defaults(handler=_netcheck, sub=netcheck)
     return parser
 
 

@@ -7,23 +7,22 @@ the path with its query, and the SHA-256 (hex) of the body -- see ``client_sdk.i
 
 from __future__ import annotations
 
-import hashlib
-
 from aiohttp import web
 
-from client_sdk.identity import IdentityError, b64decode, peer_id_of, verify
+from client_sdk.identity import (
+    CHALLENGE_HEADER,
+    KEY_HEADER,
+    SIGNATURE_HEADER,
+    IdentityError,
+    b64decode,
+    peer_id_of,
+    request_fields,
+    verify,
+)
 from rendezvous import keys
 from rendezvous.api.errors import ApiError
 
-KEY_HEADER = "X-Natkit-Key"
-CHALLENGE_HEADER = "X-Natkit-Challenge"
-SIGNATURE_HEADER = "X-Natkit-Signature"
-
-
-def request_fields(method: str, path_qs: str, body: bytes, challenge: str) -> tuple[bytes, ...]:
-    """What a request signature covers (clients build the same with this function)."""
-    digest = hashlib.sha256(body).hexdigest()
-    return challenge.encode(), method.upper().encode(), path_qs.encode(), digest.encode()
+__all__ = ["CHALLENGE_HEADER", "KEY_HEADER", "SIGNATURE_HEADER", "request_fields", "signed_peer"]
 
 
 async def signed_peer(request: web.Request) -> tuple[str, bytes]:

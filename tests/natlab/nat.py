@@ -39,8 +39,10 @@ BEHAVIOURS: tuple[Behaviour, ...] = (
 )
 TABLE = "natlab"
 MAPPING_TIMEOUT = 120  # seconds a learnt port -> host entry lives without traffic
-SHIFTED_PORTS = (20000, 29999)  # port_preserving=False: the public port range
-SHIFT_BASE = 10000  # ... a private port p maps to 20000 + (p - 10000) mod 10000
+# port_preserving=False: a private port p maps to 20000 + (p - 49152) mod 16384, one to
+# one over the dynamic ports 49152-65535 (where netcheck binds its sockets).
+SHIFTED_PORTS = (20000, 36383)
+SHIFT_BASE = 49152
 
 
 @dataclass(frozen=True)
