@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from tests.natlab.nat import Nat, iptables_rules, ruleset
+from tests.natlab.nat import Nat, iptables_rules, ruleset, sysctls
 from tests.natlab.netns import LabError, Netns, remove_stale, sh, veth_names
 
 PUBLIC_PREFIX = "203.0.113"  # TEST-NET-3 (RFC 5737): documentation only, never routed
@@ -182,6 +182,8 @@ class Lab:
         ns.run("nft", "-f", "-", stdin=ruleset(nat, router.wan_ip, router.lan_subnet))
         for rule in iptables_rules(nat, router.wan_ip):
             ns.run("iptables", *rule)
+        for setting in sysctls(nat):
+            ns.run("sysctl", "-qw", setting)
         self.routers[name] = router
 
     @staticmethod

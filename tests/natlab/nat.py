@@ -20,6 +20,8 @@ The kernel's own connection tracking does the translating -- these are real NATs
   same port -> host map, on the LAN side, with the source rewritten to the router's).
 * ``udp=False``: every UDP packet through the router is dropped.
 * ``loss``: that fraction of forwarded packets dropped at random.
+* ``udp_timeout``: seconds an idle UDP mapping lives (conntrack's UDP timeouts, and the
+  learnt maps'); None: the kernel's (30 s unanswered, 120 s for a flow with replies).
 
 Every router drops unsolicited traffic to its own address, as home routers do: else a
 probe to its closed port leaves a conntrack entry that collides with a later mapping
@@ -57,6 +59,7 @@ class Nat:
     hairpin: bool = False
     udp: bool = True
     loss: float = 0.0
+    udp_timeout: int | None = None
     behind: str | None = None
 
     def __post_init__(self) -> None:
@@ -73,6 +76,8 @@ class Nat:
             )
         if not 0.0 <= self.loss < 1.0:
             raise ValueError(f"loss is a fraction in [0, 1), not {self.loss}")
+        if self.udp_timeout is not None and self.udp_timeout < 1:
+            raise ValueError(f"udp_timeout is at least 1 s, not {self.udp_timeout}")
 
     @property
     def preserves_ports(self) -> bool:
@@ -123,11 +128,10 @@ def ruleset(nat: Nat, wan_ip: str, lan_subnet: str) -> str:
             'iifname "lan" oifname "wan" meta l4proto udp '
             "update @contacted { ip daddr . udp sport }"
         )
+    lifetime = MAPPING_TIMEOUT if nat.udp_timeout is None else nat.udp_timeout
     sets = [
-        f"map owner {{ type inet_service : ipv4_addr; flags timeout; "
-        f"timeout {MAPPING_TIMEOUT}s; }}",
-        f"set contacted {{ type ipv4_addr . inet_service; flags timeout; "
-        f"timeout {MAPPING_TIMEOUT}s; }}",
+        f"map owner {{ type inet_service : ipv4_addr; flags timeout; timeout {lifetime}s; }}",
+        f"set contacted {{ type ipv4_addr . inet_service; flags timeout; timeout {lifetime}s; }}",
     ]
     return "\n".join(
         [
@@ -149,6 +153,16 @@ def ruleset(nat: Nat, wan_ip: str, lan_subnet: str) -> str:
 def _chain(name: str, hook: str, rules: list[str]) -> str:
     body = "".join(f"    {rule}\n" for rule in rules)
     return f"  chain {name} {{\n    {hook}; policy accept;\n{body}  }}"
+
+
+def sysctls(nat: Nat) -> list[str]:
+    """``sysctl -w`` settings of the router's namespace (after its rules are loaded)."""
+    if nat.udp_timeout is None:
+        return []
+    return [
+        f"net.netfilter.nf_conntrack_udp_timeout={nat.udp_timeout}",
+        f"net.netfilter.nf_conntrack_udp_timeout_stream={nat.udp_timeout}",
+    ]
 
 
 def iptables_rules(nat: Nat, wan_ip: str) -> list[list[str]]:

@@ -46,10 +46,10 @@ def missing_requirements() -> str | None:
     return None
 
 
-def sh(*argv: str, stdin: str | None = None, check: bool = True) -> str:
+def sh(*argv: str, stdin: str | None = None, check: bool = True, timeout: float = 30) -> str:
     """Run a command (no shell); its stdout. ``LabError`` naming it when it fails."""
     done = subprocess.run(
-        argv, input=stdin, capture_output=True, text=True, timeout=30, check=False
+        argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
     )
     if check and done.returncode != 0:
         raise LabError(f"{' '.join(argv)}: exit {done.returncode}: {done.stderr.strip()}")
@@ -87,9 +87,13 @@ class Netns:
     def ip(self, *argv: str) -> str:
         return sh("ip", "-n", self.name, *argv)
 
-    def run(self, *argv: str, stdin: str | None = None, check: bool = True) -> str:
-        """``argv`` inside this namespace (``ip netns exec``)."""
-        return sh("ip", "netns", "exec", self.name, *argv, stdin=stdin, check=check)
+    def run(
+        self, *argv: str, stdin: str | None = None, check: bool = True, timeout: float = 30
+    ) -> str:
+        """``argv`` inside this namespace (``ip netns exec``), bounded by ``timeout``."""
+        return sh(
+            "ip", "netns", "exec", self.name, *argv, stdin=stdin, check=check, timeout=timeout
+        )
 
     def popen(self, argv: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
         """A process started inside this namespace (the caller ends it)."""

@@ -93,3 +93,19 @@ def test_netcheck_reports_udp_blocked_promptly(served: tuple[Lab, tuple[str, int
     assert report["filtering"] is None
     assert report["elapsed_ms"] < 2500  # it gives up after about 1.5 s
     assert seconds < 15  # the process, start-up included
+
+
+def test_netcheck_estimates_the_mapping_lifetime() -> None:
+    """Behind a NAT whose idle UDP mappings live 6 s, ``--mapping-lifetime`` brackets
+    6 s (the lab sets the router's conntrack UDP timeouts)."""
+    require_lab()
+    with (
+        Lab(nats={"short": Nat(udp_timeout=6)}, hosts={"short": "short"}) as lab,
+        natkit_relay(lab) as server,
+    ):
+        argv = [sys.executable, "-m", "natkit", "netcheck", "--stun", f"{server[0]}:{server[1]}"]
+        argv += ["--mapping-lifetime", "--lifetime-max", "20", "--json"]
+        report = json.loads(lab.host("short").ns.run(*argv, timeout=60))
+    lifetime = report["mapping_lifetime"]
+    assert lifetime["at_least_s"] <= 6 <= lifetime["at_most_s"]
+    assert lifetime["at_most_s"] - lifetime["at_least_s"] <= 3  # a useful bracket
