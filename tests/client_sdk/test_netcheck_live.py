@@ -14,12 +14,10 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -40,6 +38,7 @@ from relay.heartbeat import SIGNATURE_HEADER as RELAY_SIGNATURE
 from relay.heartbeat import sign as sign_heartbeat
 from relay.stun import AttributeType, ErrorCode, Message, MessageClass, Method, StunError, parse
 from rendezvous.settings import RendezvousSettings
+from tests import stunutil
 from tests.netutil import free_tcp_port, free_udp_port
 from tests.relay.relay_process import natkit_relay
 from tests.rendezvous.apputil import serving
@@ -405,8 +404,7 @@ async def test_mapping_lifetime_finds_the_expiry(response_port: bool) -> None:
 def coturn() -> Iterator[int]:
     """coturn with two listening IPs (127.0.0.1, 127.0.0.2): RFC 5780 on its default
     alternate port, listening port + 1."""
-    binary = shutil.which("turnserver")
-    if binary is None:
+    if shutil.which("turnserver") is None:
         pytest.skip("turnserver not installed (Debian package coturn)")
     for _ in range(50):
         port = free_udp_port("127.0.0.1", also=("127.0.0.2",))
@@ -417,44 +415,10 @@ def coturn() -> Iterator[int]:
             break
         except OSError:
             continue
-    with tempfile.TemporaryDirectory() as tmp:
-        argv = [
-            binary,
-            *("-n", "--no-cli", "--no-tls", "--no-dtls", "--no-tcp", "--realm=natkit.test"),
-            *("--listening-ip=127.0.0.1", "--listening-ip=127.0.0.2"),
-            f"--listening-port={port}",
-            *("--no-stdout-log", f"--log-file={Path(tmp) / 'turn.log'}"),
-            f"--pidfile={Path(tmp) / 'turn.pid'}",
-            f"--db={Path(tmp) / 'turndb'}",
-        ]
-        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            _wait_for_stun(port, process)
-            yield port
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-
-
-def _wait_for_stun(port: int, process: subprocess.Popen[bytes]) -> None:
-    request = Message(Method.BINDING, MessageClass.REQUEST, bytes(12), ()).encode()
-    deadline = time.monotonic() + 15
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(0.2)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"turnserver exited with {process.returncode}")
-            sock.sendto(request, ("127.0.0.1", port))
-            try:
-                sock.recvfrom(2048)
-                return
-            except OSError:
-                continue
-    pytest.fail("turnserver did not answer a Binding request")
+    args = ["--no-tcp", "--realm=natkit.test", "--listening-ip=127.0.0.1"]
+    args += ["--listening-ip=127.0.0.2", f"--listening-port={port}"]
+    with stunutil.coturn(*args, server=("127.0.0.1", port)):
+        yield port
 
 
 @pytest.mark.interop

@@ -14,36 +14,14 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
-from aioice import stun
-
+from tests import stunutil
 from tests.natlab.lab import Lab
+from tests.stunutil import stop, wait_for_stun
 
 STUN_PORT = 3478
 ALT_PORT = 3479
 REDIS_PORT = 6379
 RENDEZVOUS_PORT = 8470
-
-
-def _binding_request() -> bytes:
-    message = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
-    return bytes(message)
-
-
-def _wait_for_stun(lab: Lab, server: tuple[str, int], process: subprocess.Popen[bytes]) -> None:
-    """Until ``server`` answers a Binding request from the public segment (15 s)."""
-    deadline = time.monotonic() + 15
-    with lab.public.socket() as sock:
-        sock.settimeout(0.2)
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the STUN server exited ({process.returncode}) before serving")
-            sock.sendto(_binding_request(), server)
-            try:
-                sock.recvfrom(2048)
-                return
-            except TimeoutError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"no STUN answer from {server} within 15 s") from None
 
 
 def _wait_until(lab: Lab, ready: Callable[[], bool], process: subprocess.Popen[bytes]) -> None:
@@ -65,19 +43,14 @@ def _process(lab: Lab, argv: Sequence[str]) -> Iterator[subprocess.Popen[bytes]]
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 @contextmanager
 def _serving(lab: Lab, argv: Sequence[str]) -> Iterator[tuple[str, int]]:
     with _process(lab, argv) as process:
         server = (lab.server_ip(0), STUN_PORT)
-        _wait_for_stun(lab, server, process)
+        wait_for_stun(server, process, open_socket=lab.public.socket)
         yield server
 
 
@@ -144,11 +117,14 @@ def rendezvous_server(lab: Lab, store: str, *, turn_secret: str) -> Iterator[str
 def coturn(lab: Lab) -> Iterator[tuple[str, int]]:
     """coturn's STUN on 203.0.113.1:3478 and .2 (it answers RFC 5780 with two addresses,
     its alternate port the listening port + 1)."""
-    turnserver = shutil.which("turnserver")
-    if turnserver is None:
-        raise RuntimeError("coturn is not installed (apt-get install coturn)")
-    argv = [turnserver, "-n", "--no-cli", "--no-tls", "--no-dtls", "--stun-only"]
-    argv += ["-L", lab.server_ip(0), "-L", lab.server_ip(1), "-p", str(STUN_PORT)]
-    argv += ["--alt-listening-port", str(ALT_PORT), "--log-file", "stdout", "--simple-log"]
-    with _serving(lab, argv) as server:
+    server = (lab.server_ip(0), STUN_PORT)
+    args = ["--stun-only", "-L", lab.server_ip(0), "-L", lab.server_ip(1)]
+    args += ["-p", str(STUN_PORT), "--alt-listening-port", str(ALT_PORT)]
+
+    def launch(argv: Sequence[str]) -> subprocess.Popen[bytes]:
+        return lab.public.popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+
+    with stunutil.coturn(*args, server=server, launch=launch, open_socket=lab.public.socket):
         yield server

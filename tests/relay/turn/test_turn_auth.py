@@ -8,12 +8,8 @@ import hashlib
 import hmac
 import os
 import shutil
-import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import cast
 
 import pytest
@@ -45,6 +41,7 @@ from relay.turn.auth import (
     rest_api_credentials,
     rest_api_password,
 )
+from tests import stunutil
 from tests.netutil import free_udp_port
 
 A = AttributeType
@@ -708,60 +705,15 @@ async def test_aioice_turn_client_against_our_authenticator() -> None:
 @pytest.fixture
 def coturn() -> Iterator[tuple[int, str]]:
     """coturn's turnserver with the TURN REST API (use-auth-secret) on 127.0.0.1."""
-    binary = shutil.which("turnserver")
-    if binary is None:
+    if shutil.which("turnserver") is None:
         pytest.skip("turnserver not installed (Debian package coturn)")
     secret = "coturn-" + os.urandom(8).hex()
     port = free_udp_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        log_file = Path(tmp) / "turn.log"
-        argv = [
-            binary,
-            "-n",
-            "--no-cli",
-            "--no-tls",
-            "--no-dtls",
-            "--no-tcp",
-            "--use-auth-secret",
-            f"--static-auth-secret={secret}",
-            "--realm=natkit.test",
-            "--listening-ip=127.0.0.1",
-            f"--listening-port={port}",
-            "--relay-ip=127.0.0.1",
-            "--allow-loopback-peers",
-            "--no-stdout-log",
-            f"--log-file={log_file}",
-            f"--pidfile={Path(tmp) / 'turn.pid'}",
-            f"--db={Path(tmp) / 'turndb'}",
-        ]
-        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            _wait_for_stun(port, process)
-            yield port, secret
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-
-
-def _wait_for_stun(port: int, process: subprocess.Popen[bytes]) -> None:
-    binding = Message(Method.BINDING, MessageClass.REQUEST, os.urandom(12)).encode()
-    deadline = time.monotonic() + 15
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(0.2)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"turnserver exited with {process.returncode}")
-            sock.sendto(binding, ("127.0.0.1", port))
-            try:
-                sock.recvfrom(2048)
-                return
-            except OSError:
-                continue
-    pytest.fail("turnserver did not answer a Binding request")
+    args = ["--no-tcp", "--use-auth-secret", f"--static-auth-secret={secret}"]
+    args += ["--realm=natkit.test", "--listening-ip=127.0.0.1", f"--listening-port={port}"]
+    args += ["--relay-ip=127.0.0.1", "--allow-loopback-peers"]
+    with stunutil.coturn(*args, server=("127.0.0.1", port)):
+        yield port, secret
 
 
 @pytest.mark.interop
