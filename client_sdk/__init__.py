@@ -1,6 +1,9 @@
 """natkit client SDK: NAT discovery, hole punching and relay fallback (issues #5, #6;
 hole punching and relay fallback not built yet).
 
+``client_sdk.Peer(rendezvous_urls, ...)``: a peer's identity, swarms and signaling through
+one or more rendezvous servers (``client_sdk.rendezvous``); ``connect``/``accept`` to come.
+
 ``client_sdk.netcheck(...) -> NatReport``: NAT behaviour discovery. The attribute is the
 function (DESIGN.md); the package of the same name holds its parts: import them with
 ``from client_sdk.netcheck import NatReport`` (``import client_sdk.netcheck as m`` would
@@ -14,5 +17,18 @@ from client_sdk.netcheck import (
     NetcheckError,
 )
 from client_sdk.netcheck import netcheck as netcheck
+from client_sdk.peer import Peer, PeerConnection
+from client_sdk.rendezvous import Candidate, RendezvousClient, RendezvousError
 
-__all__ = ["FilteringBehavior", "MappingBehavior", "NatReport", "NetcheckError", "netcheck"]
+__all__ = [
+    "Candidate",
+    "FilteringBehavior",
+    "MappingBehavior",
+    "NatReport",
+    "NetcheckError",
+    "Peer",
+    "PeerConnection",
+    "RendezvousClient",
+    "RendezvousError",
+    "netcheck",
+]
