@@ -5,7 +5,8 @@ something is: ``X-Natkit-Key``, ``X-Natkit-Challenge`` from ``GET /v1/challenge`
 ``X-Natkit-Signature`` over the challenge, method, path with query and body digest; see
 ``client_sdk.identity``) answers ``{"username", "password", "ttl", "uris"}``: the URIs
 of up to three live relays (``turn:``, ``turns:`` or ``stun:``). netcheck only needs the
-URIs; an ephemeral identity signs when the caller has none.
+URIs (``client_sdk.rendezvous`` makes the signed call); an ephemeral identity signs when
+the caller has none.
 
 Latency: three Binding requests over UDP to each distinct host:port of the ``turn:`` and
 ``stun:`` URIs (natkit relay and coturn answer STUN on their TURN ports; a
@@ -22,24 +23,16 @@ import socket
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import quote, urlsplit
 
-from client_sdk.identity import (
-    CHALLENGE_HEADER,
-    KEY_HEADER,
-    SIGNATURE_HEADER,
-    Identity,
-    b64encode,
-    request_fields,
-)
+from client_sdk.identity import Identity
 from client_sdk.netcheck.report import NetcheckError, RelayLatency
 from client_sdk.netcheck.runner import Runner
 from client_sdk.netcheck.servers import ResolvedServer, ServerSpec, resolve, split_host_port
 from client_sdk.netcheck.stun import Address
 from client_sdk.netcheck.transport import Schedule
+from client_sdk.rendezvous.http import RendezvousError, RendezvousHttp
+from client_sdk.rendezvous.http import api_base as http_api_base
 
-CREDENTIALS_PATH = "/v1/turn-credentials"
 PROBES = 3
 _DEFAULT_PORTS = {"stun": 3478, "turn": 3478, "stuns": 5349, "turns": 5349}
 
@@ -75,22 +68,12 @@ def parse_relay_uri(uri: str) -> RelayTarget | None:
 
 
 def api_base(url: str) -> str:
-    """The rendezvous URL without a trailing ``/`` or ``/v1`` (``natkit up`` prints
-    ``http://127.0.0.1:8470/v1``)."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise NetcheckError(f"rendezvous URL {url!r}: expected http://HOST:PORT or https://...")
-    path = parts.path.rstrip("/")
-    if path.endswith("/v1"):
-        path = path[:-3]
-    return f"{parts.scheme}://{parts.netloc}{path}"
-
-
-def _problem(status: int, body: Any) -> str:
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict):
-        return f"HTTP {status} {error.get('code', '')}: {error.get('message', '')}".strip()
-    return f"HTTP {status}"
+    """The rendezvous URL as ``client_sdk.rendezvous`` reads it; NetcheckError when it
+    cannot work."""
+    try:
+        return http_api_base(url)
+    except ValueError as exc:
+        raise NetcheckError(str(exc)) from None
 
 
 async def fetch_relay_uris(
@@ -101,42 +84,20 @@ async def fetch_relay_uris(
     token: str | None = None,
     timeout: float = 3.0,
 ) -> list[str]:
-    """The relay URIs ``GET /v1/turn-credentials`` hands a peer; NetcheckError with the
-    server's reason when it refuses (or cannot be reached)."""
-    import aiohttp
-    import yarl
-
-    base = api_base(url)
+    """The relay URIs ``GET /v1/turn-credentials`` hands a peer (a signed request, as
+    ``identity`` or a throwaway one); NetcheckError with the server's reason when it
+    refuses, or cannot be reached."""
     signer = identity if identity is not None else Identity.generate()
-    path = CREDENTIALS_PATH + (f"?region={quote(region, safe='')}" if region else "")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http:
-            async with http.get(f"{base}/v1/challenge", headers=headers) as response:
-                body = await response.json(content_type=None)
-                if response.status != 200:
-                    raise NetcheckError(f"GET /v1/challenge: {_problem(response.status, body)}")
-            challenge = body.get("challenge") if isinstance(body, dict) else None
-            if not isinstance(challenge, str):
-                raise NetcheckError("GET /v1/challenge: no challenge in the answer")
-            signature = signer.sign(*request_fields("GET", path, b"", challenge))
-            signed = {
-                **headers,
-                KEY_HEADER: b64encode(signer.public_key),
-                CHALLENGE_HEADER: challenge,
-                SIGNATURE_HEADER: b64encode(signature),
-            }
-            target = yarl.URL(base + path, encoded=True)  # sent as signed, not re-quoted
-            async with http.get(target, headers=signed) as response:
-                body = await response.json(content_type=None)
-                if response.status != 200:
-                    raise NetcheckError(f"GET {path}: {_problem(response.status, body)}")
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        raise NetcheckError(f"rendezvous {base}: {exc or type(exc).__name__}") from exc
-    uris = body.get("uris") if isinstance(body, dict) else None
-    if not isinstance(uris, list) or not all(isinstance(u, str) for u in uris):
-        raise NetcheckError(f"GET {path}: no list of URIs in the answer")
-    return list(uris)
+        async with RendezvousHttp(
+            url, signer, token=token, timeout=timeout, rate_limit_retries=0
+        ) as rendezvous:
+            credentials = await rendezvous.turn_credentials(region)
+    except RendezvousError as exc:
+        raise NetcheckError(f"rendezvous: {exc}") from exc
+    except ValueError as exc:
+        raise NetcheckError(f"rendezvous {url!r}: {exc}") from exc
+    return list(credentials.uris)
 
 
 async def _latency(runner: Runner, address: Address) -> float | None:
