@@ -1,8 +1,9 @@
 """natkit client SDK: NAT discovery, hole punching and relay fallback (issues #5, #6;
-hole punching and relay fallback not built yet).
+relay fallback not built yet).
 
 ``client_sdk.Peer(rendezvous_urls, ...)``: a peer's identity, swarms and signaling through
-one or more rendezvous servers (``client_sdk.rendezvous``); ``connect``/``accept`` to come.
+one or more rendezvous servers (``client_sdk.rendezvous``), and ``connect``/``accept``:
+``PeerConnection``s over hole-punched direct paths (``client_sdk.connect``).
 
 ``client_sdk.netcheck(...) -> NatReport``: NAT behaviour discovery. The attribute is the
 function (DESIGN.md); the package of the same name holds its parts: import them with
@@ -10,6 +11,7 @@ function (DESIGN.md); the package of the same name holds its parts: import them 
 bind the function, since Python resolves that form by attribute).
 """
 
+from client_sdk.connect import ConnectError, ConnectionClosed, PeerConnection
 from client_sdk.netcheck import (
     FilteringBehavior,
     MappingBehavior,
@@ -17,11 +19,13 @@ from client_sdk.netcheck import (
     NetcheckError,
 )
 from client_sdk.netcheck import netcheck as netcheck
-from client_sdk.peer import Peer, PeerConnection
+from client_sdk.peer import Peer
 from client_sdk.rendezvous import Candidate, RendezvousClient, RendezvousError
 
 __all__ = [
     "Candidate",
+    "ConnectError",
+    "ConnectionClosed",
     "FilteringBehavior",
     "MappingBehavior",
     "NatReport",

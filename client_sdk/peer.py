@@ -1,9 +1,11 @@
 """``client_sdk.Peer``: a peer of a natkit deployment (issue #6).
 
-Built so far: the identity (generated, given, or kept in a file) and everything that
-goes through the rendezvous -- swarms (``join``, ``leave``, ``peers``) and signaling
-(``signal``, ``signals()``, and the punch brokering calls the connectivity layer will
-use). ``connect``/``accept`` (hole punching, TURN fallback, encryption) are not built yet.
+The identity (generated, given, or kept in a file), everything that goes through the
+rendezvous -- swarms (``join``, ``leave``, ``peers``) and signaling (``signal``,
+``signals()``, the punch brokering) -- and connections: ``connect(peer_id)`` /
+``accept()`` (or ``async for conn in peer``) give a ``PeerConnection``, end-to-end
+encrypted, over a hole-punched direct UDP path (``client_sdk.connect``; the TURN
+fallback is not built yet: without a direct path ``connect`` raises ``ConnectError``).
 
     urls = ["https://rv1.example", "https://rv2.example"]
     async with Peer(urls, identity_file="peer.key") as peer:
@@ -11,6 +13,14 @@ use). ``connect``/``accept`` (hole punching, TURN fallback, encryption) are not 
         for info in (await peer.peers("room-42")).peers:
             await peer.signal(info.peer_id, {"hello": peer.peer_id})
         async for event in peer.signals():
+            ...
+
+    async with Peer(url, stun="203.0.113.1:3478") as peer:   # dialler
+        async with await peer.connect(other_id) as conn:
+            await conn.send(b"hi")
+            reply = await conn.recv()
+    async with Peer(url, stun="203.0.113.1:3478") as peer:   # accepter
+        async for conn in peer:
             ...
 """
 
@@ -21,11 +31,19 @@ import os
 import stat
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from client_sdk.connect import (
+    ConnectError,
+    ConnectionClosed,
+    Connector,
+    PeerConnection,
+    PunchConfig,
+)
+from client_sdk.connect.connector import parse_stun_servers
 from client_sdk.identity import Identity, IdentityError
 from client_sdk.rendezvous.client import Backoff, RendezvousClient, Subscription
 from client_sdk.rendezvous.http import (
@@ -43,11 +61,10 @@ from client_sdk.rendezvous.signaling import (
     ServerError,
 )
 
-__all__ = ["Peer", "PeerConnection", "load_identity"]
+__all__ = ["ConnectError", "Peer", "PeerConnection", "load_identity"]
 
 log = logging.getLogger(__name__)
 
-NOT_BUILT = "connect/accept are not built yet (issue #6: hole punching and relay fallback)"
 SIGNAL_EVENTS: tuple[type, ...] = (
     IncomingSignal,
     PunchRequest,
@@ -55,22 +72,6 @@ SIGNAL_EVENTS: tuple[type, ...] = (
     ServerError,
     ProtocolError,
 )
-
-
-class PeerConnection(Protocol):
-    """A connection to another peer (placeholder for the connectivity layer, issue #6)."""
-
-    @property
-    def peer_id(self) -> str: ...
-
-    @property
-    def path(self) -> Literal["direct", "relay"]: ...
-
-    async def send(self, data: bytes) -> None: ...
-
-    async def recv(self) -> bytes: ...
-
-    async def close(self) -> None: ...
 
 
 def load_identity(path: str | os.PathLike[str]) -> Identity:
@@ -121,6 +122,15 @@ class Peer:
     order). ``identity`` or ``identity_file`` (loaded, or created with mode 0600); neither:
     a fresh identity each run. ``token``: a tenant's API key or JWT. ``connect_timeout``:
     how long ``async with`` waits for the first signaling connection (None: not at all).
+
+    Connections: ``stun``, STUN servers (``"HOST:PORT"`` or a list; the relay answers
+    STUN) that tell the connectivity socket its public address (none: host candidates
+    only, enough on one network). ``punch_timeout``: how long to look for a direct path
+    once both sides punch (then ``ConnectError``). ``answer_timeout``: how long
+    ``connect`` waits for the other peer to accept. ``keepalive``: seconds between
+    keepalives on an idle connection (holds the NAT mappings); ``idle_timeout``: a
+    connection silent that long has ended (None: three keepalives). ``backlog``:
+    accepted connections waiting for ``accept()``.
     The other keywords go to ``RendezvousClient``."""
 
     def __init__(
@@ -132,6 +142,12 @@ class Peer:
         token: str | None = None,
         connect_timeout: float | None = 10.0,
         backoff: Backoff | None = None,
+        stun: str | Sequence[str] | None = None,
+        punch_timeout: float = 5.0,
+        answer_timeout: float = 10.0,
+        keepalive: float = 25.0,
+        idle_timeout: float | None = None,
+        backlog: int = 16,
         **client_options: Any,
     ) -> None:
         if identity is not None and identity_file is not None:
@@ -143,6 +159,15 @@ class Peer:
         self.connect_timeout = connect_timeout
         self.rendezvous = RendezvousClient(
             rendezvous_urls, identity, token=token, backoff=backoff, **client_options
+        )
+        config = PunchConfig(timeout=punch_timeout, keepalive=keepalive, idle_timeout=idle_timeout)
+        self.connector = Connector(
+            identity,
+            self.rendezvous,
+            stun=parse_stun_servers(stun),
+            config=config,
+            answer_timeout=answer_timeout,
+            backlog=backlog,
         )
 
     async def __aenter__(self) -> Peer:
@@ -159,7 +184,8 @@ class Peer:
         await self.close()
 
     async def close(self) -> None:
-        """Leave every swarm (best effort) and disconnect."""
+        """Close every connection, leave every swarm (best effort) and disconnect."""
+        await self.connector.close()
         await self.rendezvous.close()
 
     # -- swarms -------------------------------------------------------------------------
@@ -208,19 +234,30 @@ class Peer:
         ``Disconnected``, ``Registered``, ``RegistrationFailed``)."""
         return self.rendezvous.subscribe(None, maxsize=maxsize)
 
-    # -- connections (issue #6, not built yet) ------------------------------------------
+    # -- connections (client_sdk.connect) ------------------------------------------------
 
     async def connect(self, peer_id: str) -> PeerConnection:
-        """A connection to ``peer_id``: direct (hole punched) or relayed."""
-        raise NotImplementedError(NOT_BUILT)
+        """A connection to ``peer_id`` over a hole-punched direct path; ``ConnectError``
+        when the peer is unreachable, does not accept, or no path is found in time."""
+        return await self.connector.connect(peer_id)
+
+    def listen(self) -> None:
+        """Start accepting incoming connections (``accept`` and ``async for`` do it too);
+        until then, punch requests from other peers are ignored."""
+        self.connector.listen()
 
     async def accept(self) -> PeerConnection:
-        """The next incoming connection."""
-        raise NotImplementedError(NOT_BUILT)
+        """The next incoming connection (``ConnectionClosed`` once the peer is closed)."""
+        return await self.connector.accept()
 
     def __aiter__(self) -> AsyncIterator[PeerConnection]:
         return self._incoming()
 
     async def _incoming(self) -> AsyncIterator[PeerConnection]:
+        """Incoming connections until the peer closes."""
         while True:
-            yield await self.accept()
+            try:
+                conn = await self.accept()
+            except ConnectionClosed:
+                return
+            yield conn

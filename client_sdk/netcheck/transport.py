@@ -8,7 +8,9 @@ dropped; ``Matcher.receive`` never raises and never changes what is awaited.
 ``ProbeSocket`` is one UDP socket bound to a random high port (RFC 5780 §4.1: a port with
 no history in the NAT, not the next one the OS hands out), an asyncio DatagramProtocol
 feeding the matcher, and ``transact``: send a request on a retransmission schedule and
-wait for its answer.
+wait for its answer. ``ProbeSocket.attach`` runs the same over a socket other code owns
+and reads (the connectivity socket of ``client_sdk.connect``, which learns its own
+server-reflexive address this way): that code hands it each datagram with ``feed``.
 
 Retransmissions (RFC 8489 §6.2.1, which lets a client configure RTO): the default is RTO
 250 ms (half the RFC's 500 ms default: netcheck is a short diagnostic and its servers are
@@ -129,7 +131,8 @@ class _Protocol(asyncio.DatagramProtocol):
         pass
 
 
-def _bind(family: socket.AddressFamily, host: str) -> socket.socket:
+def bind_random_port(family: socket.AddressFamily, host: str) -> socket.socket:
+    """A non-blocking UDP socket on ``host`` at a random port of ``RANDOM_PORTS``."""
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         for _ in range(32):
@@ -155,13 +158,14 @@ class ProbeSocket:
         self.matcher = Matcher()
         self._waiters: dict[bytes, asyncio.Future[Received]] = {}
         self._transport: asyncio.DatagramTransport | None = None
+        self._owns_transport = True
         self.local_port = 0
 
     @classmethod
     async def open(cls, family: socket.AddressFamily) -> ProbeSocket:
         probe = cls()
         host = "0.0.0.0" if family == socket.AF_INET else "::"
-        sock = _bind(family, host)
+        sock = bind_random_port(family, host)
         probe.local_port = sock.getsockname()[1]
         loop = asyncio.get_running_loop()
         try:
@@ -172,15 +176,32 @@ class ProbeSocket:
         probe._transport = transport
         return probe
 
-    def _datagram(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+    @classmethod
+    def attach(cls, transport: asyncio.DatagramTransport) -> ProbeSocket:
+        """Transactions over ``transport``, which stays its owner's: its protocol passes
+        every datagram to ``feed``, and ``close`` leaves the transport open."""
+        probe = cls()
+        probe._transport = transport
+        probe._owns_transport = False
+        sockname = transport.get_extra_info("sockname")
+        probe.local_port = int(sockname[1]) if sockname else 0
+        return probe
+
+    def feed(self, data: bytes, addr: tuple[str | object, ...]) -> bool:
+        """Handle one received datagram; True if it answered an awaited transaction (it
+        is then this socket's), False for anything else. Never raises."""
         if len(addr) < 2 or not isinstance(addr[0], str) or not isinstance(addr[1], int):
-            return
+            return False
         received = self.matcher.receive(data, (addr[0], addr[1]))
         if received is None:
-            return
+            return False
         waiter = self._waiters.get(received.message.transaction_id)
         if waiter is not None and not waiter.done():
             waiter.set_result(replace(received, at=asyncio.get_running_loop().time()))
+        return True
+
+    def _datagram(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        self.feed(data, addr)
 
     def watch(self, transaction_id: bytes, *, request: bool = False) -> asyncio.Future[Received]:
         """A future for the first awaited message with this id: a response, or with
@@ -223,7 +244,7 @@ class ProbeSocket:
     def close(self) -> None:
         for tid in list(self._waiters):
             self.unwatch(tid)
-        if self._transport is not None:
+        if self._transport is not None and self._owns_transport:
             self._transport.close()
 
 

@@ -80,10 +80,3 @@ async def test_the_file_identity_is_the_one_the_server_sees(tmp_path: Path) -> N
             await same.join("room")
             [entry] = (await other.peers("room")).peers
             assert entry.peer_id == same.peer_id == load_identity(path).peer_id
-            with pytest.raises(NotImplementedError, match="issue #6"):
-                await same.connect(other.peer_id)
-            with pytest.raises(NotImplementedError, match="issue #6"):
-                await same.accept()
-            with pytest.raises(NotImplementedError, match="issue #6"):
-                async for _ in same:
-                    pass

@@ -1,0 +1,34 @@
+"""Connectivity between peers (issue #6): ``Peer.connect``/``Peer.accept`` and the
+``PeerConnection`` they return.
+
+Layout: ``candidates`` (what a peer offers and what it probes; pure), ``punch`` (the
+hole punch, sans-IO: the secure channel's handshake sent to every candidate on a paced
+schedule, the first authenticated answer fixing the path), ``udp`` (the one connectivity
+socket per peer: STUN for its reflexive address, demultiplexing, timers), ``connection``
+(``PeerConnection`` over a ``PathLink``: ``"direct"`` now, ``"relay"`` with the TURN
+fallback), ``connector`` (the procedure through the rendezvous's punch brokering).
+"""
+
+from client_sdk.connect.candidates import local_candidates, punch_targets
+from client_sdk.connect.connection import (
+    ConnectError,
+    ConnectionClosed,
+    PathKind,
+    PathLink,
+    PeerConnection,
+)
+from client_sdk.connect.connector import Connector
+from client_sdk.connect.punch import PunchConfig, probe_times
+
+__all__ = [
+    "ConnectError",
+    "ConnectionClosed",
+    "Connector",
+    "PathKind",
+    "PathLink",
+    "PeerConnection",
+    "PunchConfig",
+    "local_candidates",
+    "probe_times",
+    "punch_targets",
+]
