@@ -37,9 +37,17 @@ Everything here is driven by the caller: ``start(now)``, ``receive(datagram, add
 ``handle_timer(now)`` at ``get_timer()``; then send ``datagrams_to_send()`` (each with
 its destination) and act on ``next_event()``. Nothing reads a clock or owns a socket.
 
+**Peer-reflexive targets** (as ICE learns them, RFC 8445 §7.2.5.3.1): a first handshake
+message that claims the peer we are punching, from an address we do not probe, adds that
+address to the targets (at most ``MAX_PEER_REFLEXIVE``). A symmetric NAT gives the peer a
+new public port toward us, which no candidate names; its probes reveal it. The initiator
+(the lower peer id) ignores the peer's first message as such, but now sends its own there,
+through the hole the peer's NAT opened. The claim is unauthenticated, so a forger can only
+add a few probe destinations; the handshake still decides who the peer is.
+
 Cost: with ``T`` targets a punch that finds nothing sends ``T x len(probe_times)``
-201-byte datagrams (16 x 60 at most with the defaults), the bound on what a peer lying
-about its candidates can make us send to a third party.
+201-byte datagrams (16 x 60 at most with the defaults, plus the peer-reflexive ones), the
+bound on what a peer lying about its candidates can make us send to a third party.
 """
 
 from __future__ import annotations
@@ -51,8 +59,10 @@ from enum import Enum
 
 from client_sdk.connect.candidates import Address
 from client_sdk.identity import Identity
-from client_sdk.secure.handshake import ChannelError
+from client_sdk.secure.handshake import ChannelError, peek_msg1
 from client_sdk.secure.session import (
+    HEADER_LENGTH,
+    INITIATION_LENGTH,
     DatagramReceived,
     HandshakeComplete,
     MessageType,
@@ -62,7 +72,10 @@ from client_sdk.secure.session import (
     SessionFailed,
 )
 
+MAX_PEER_REFLEXIVE = 4
+
 __all__ = [
+    "MAX_PEER_REFLEXIVE",
     "PathFound",
     "Punch",
     "PunchConfig",
@@ -191,6 +204,7 @@ class Punch:
         self._events: deque[PunchEvent] = deque()
         self._response_sent_at: dict[Address, float] = {}
         self._finish_sent_at: float | None = None
+        self._peer_reflexive = 0  # targets learnt from the peer's own probes
 
     @property
     def local_index(self) -> int:
@@ -227,6 +241,8 @@ class Punch:
         if self.state not in (PunchState.PUNCHING, PunchState.CONNECTED) or not datagram:
             return False
         kind = datagram[0]
+        if kind == MessageType.INITIATION:
+            self._learn_target(datagram, addr)
         used = self.session.receive(datagram, now)
         if used and kind == MessageType.TRANSPORT and self.session.is_established:
             self.addr = addr  # authenticated and not replayed: the peer is there (now)
@@ -335,6 +351,24 @@ class Punch:
             ):
                 self.state = PunchState.FAILED
                 self._events.append(PunchFailed(event.reason))
+
+    def _learn_target(self, datagram: bytes, addr: Address) -> None:
+        """A peer-reflexive target (see the module docstring)."""
+        if (
+            self.state is not PunchState.PUNCHING
+            or self.session.is_established
+            or addr in self.targets
+            or self._peer_reflexive >= MAX_PEER_REFLEXIVE
+            or len(datagram) != INITIATION_LENGTH
+        ):
+            return
+        peeked = peek_msg1(datagram[HEADER_LENGTH:])
+        if peeked is None or peeked[1] != self.remote_peer_id:
+            return
+        self._peer_reflexive += 1
+        self.targets = (*self.targets, addr)
+        if self._probe is not None:  # at once: the hole the peer just opened
+            self._out.append((self._probe, addr))
 
     def _found(self, addr: Address, rtt: float) -> None:
         self.state = PunchState.CONNECTED

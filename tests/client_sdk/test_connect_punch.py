@@ -13,6 +13,7 @@ import pytest
 
 from client_sdk.connect.candidates import MAX_TARGETS, local_candidates, punch_targets
 from client_sdk.connect.punch import (
+    MAX_PEER_REFLEXIVE,
     PathFound,
     Punch,
     PunchConfig,
@@ -25,6 +26,7 @@ from client_sdk.connect.punch import (
 from client_sdk.identity import Identity
 from client_sdk.rendezvous.http import Candidate
 from client_sdk.secure.handshake import ChannelError
+from client_sdk.secure.session import MessageType
 
 Address = tuple[str, int]
 
@@ -174,6 +176,7 @@ class Network:
 A: Address = ("198.51.100.1", 4000)
 B: Address = ("203.0.113.7", 5000)
 NOWHERE: Address = ("192.0.2.99", 9)
+SYMMETRIC_CANDIDATE: Address = ("203.0.113.7", 5999)
 
 
 def pair(config: PunchConfig | None = None) -> tuple[Identity, Identity, Punch, Punch]:
@@ -294,3 +297,44 @@ def test_start_twice_is_an_error_and_no_targets_fail_at_once() -> None:
     with pytest.raises(ChannelError):
         pa.start(0.0, [B])
     assert pa.receive(b"\x01" * 201, B, 0.1) is False
+
+
+@pytest.mark.parametrize("a_initiates", [True, False])
+def test_a_peer_behind_a_symmetric_nat_is_found_by_its_probes(a_initiates: bool) -> None:
+    """Bob's NAT gives him a new public port toward Alice, which no candidate names (his
+    offered one is SYMMETRIC_CANDIDATE) and it lets in only what he sent to. Alice learns
+    his real address from his first probe -- as the initiator too, who ignores the probe
+    as a handshake but now sends her own there -- and both find the path."""
+    while True:  # the lower peer id initiates: pick identities in the order wanted
+        alice, bob = Identity.generate(), Identity.generate()
+        if (alice.peer_id < bob.peer_id) is a_initiates:
+            break
+    pa, pb = Punch(alice, bob.peer_id), Punch(bob, alice.peer_id)
+    net = Network()
+    a, b = net.add(A, pa), net.add(B, pb, filtering=True)
+    net.start(A, [SYMMETRIC_CANDIDATE])  # where Bob's NAT mapped his STUN query: useless
+    net.start(B, [A])
+    net.run(until=2.0)
+    assert found(a).addr == B
+    assert found(b).addr == A
+    assert B in pa.targets
+    # A forged first message claiming Bob adds at most MAX_PEER_REFLEXIVE destinations.
+    assert len(pa.targets) <= 1 + MAX_PEER_REFLEXIVE
+
+
+def test_peer_reflexive_targets_are_bounded_and_need_the_peers_claim() -> None:
+    net = Network()
+    _, _, pa, pb = pair()
+    net.add(A, pa)
+    net.start(A, [NOWHERE])
+    stranger = Punch(Identity.generate(), pa.session.local_peer_id)
+    stranger.start(0.0, [A])
+    bogus = next(d for d, _ in stranger.datagrams_to_send() if d[0] == MessageType.INITIATION)
+    pa.receive(bogus, ("192.0.2.50", 1), net.now)  # claims someone else: not learnt
+    assert pa.targets == (NOWHERE,)
+    pb.start(0.0, [A])
+    genuine = next(d for d, _ in pb.datagrams_to_send() if d[0] == MessageType.INITIATION)
+    for port in range(1, 10):  # Bob's claim from many addresses: only a few are learnt
+        pa.receive(genuine, ("192.0.2.60", port), net.now)
+    assert len(pa.targets) == 1 + MAX_PEER_REFLEXIVE
+    assert pa.state is PunchState.PUNCHING  # learning a target proves nothing

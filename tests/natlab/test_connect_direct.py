@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from tests.natlab.conftest import require_lab
 from tests.natlab.nat import Behaviour
 from tests.natlab.servers import natkit_relay, redis_server, rendezvous_server
 
+REPO = Path(__file__).resolve().parents[2]  # where `python -m tests.natlab...` resolves
 SECRET = "natlab-turn-secret"
 EIF: Behaviour = "endpoint-independent"
 ADF: Behaviour = "address-dependent"
@@ -40,6 +42,7 @@ NATS = {
     "carrier": Nat(),
     "home": Nat(behind="carrier"),  # double NAT
     "symmetric": Nat(mapping=APD),
+    "full2": Nat(filtering=EIF),
 }
 HOSTS = {
     "alice": "port1",
@@ -50,6 +53,7 @@ HOSTS = {
     "hugo": "hairpin",
     "dora": "home",
     "sam": "symmetric",
+    "fay": "full2",
 }
 
 
@@ -77,7 +81,7 @@ def script(stack: Stack, host: str, *args: str) -> subprocess.Popen[bytes]:
     argv += ["--rendezvous", stack.url, "--stun", stack.stun]
     argv += ["--punch-timeout", str(PUNCH_TIMEOUT)]
     return stack.lab.host(host).ns.popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/work/main"
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO
     )
 
 
@@ -142,8 +146,22 @@ def run_pair(stack: Stack, accepter: str, dialler: str) -> tuple[dict[str, Any],
         ("rita", "bob"),  # address-restricted accepts from port-restricted
         ("hana", "hugo"),  # both behind one NAT, hairpinning on
         ("bob", "dora"),  # a double NAT dials port-restricted
+        ("fay", "fred"),  # full cone vs full cone
+        ("fred", "sam"),  # symmetric dials a full cone: its new port is let in
+        ("sam", "fred"),  # ... and the other way round
+        ("rita", "sam"),  # symmetric dials address-restricted (rita probed sam's address)
     ],
-    ids=["port-port", "full-port", "restricted-port", "same-nat-hairpin", "double-nat"],
+    ids=[
+        "port-port",
+        "full-port",
+        "restricted-port",
+        "same-nat-hairpin",
+        "double-nat",
+        "full-full",
+        "symmetric-to-full",
+        "full-to-symmetric",
+        "symmetric-to-restricted",
+    ],
 )
 def test_direct_path_is_punched(stack: Stack, accepter: str, dialler: str) -> None:
     accepted, dialled = run_pair(stack, accepter, dialler)
