@@ -76,6 +76,25 @@ class NetcheckSettings(BaseSettings):
     )
 
 
+class ConnectSettings(BaseSettings):
+    """``natkit connect``: a conversation with another peer (``natkit.chat``)."""
+
+    model_config = SettingsConfigDict(env_prefix="NATKIT_CONNECT_", extra="forbid")
+
+    rendezvous: StrList = Field(
+        default_factory=lambda: [f"http://127.0.0.1:{LOCAL_RENDEZVOUS_PORT}"],
+        description="rendezvous URL; repeat for several (failover)",
+    )
+    stun: StrList = Field(
+        default_factory=lambda: ["127.0.0.1:3478"],
+        description="STUN server HOST:PORT for this peer's public address (the relay)",
+    )
+    identity_file: str = Field(
+        default="", description="this peer's key file (created if missing); empty: a new key"
+    )
+    token: str = Field(default="", description="a tenant's bearer token for the rendezvous")
+
+
 def _until_signal(serve: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Run ``serve(stop)`` on the relay's event loop (uvloop) until SIGINT or SIGTERM."""
     from relay.eventloop import loop_factory
@@ -136,6 +155,25 @@ def _netcheck(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.exit(1, f"natkit netcheck: {exc}\n")
     print(report.to_json() if args.json else format_table(report))
     return 0
+
+
+def _connect(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from client_sdk import RendezvousError
+    from natkit import chat
+
+    settings = settings_from_args(ConnectSettings, args, parser)
+    try:
+        return asyncio.run(
+            chat.run(
+                settings.rendezvous,
+                settings.stun,
+                args.peer_id,
+                identity_file=settings.identity_file or None,
+                token=settings.token or None,
+            )
+        )
+    except RendezvousError as exc:
+        parser.exit(1, f"natkit connect: {exc}\n")
 
 
 def _up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -259,6 +297,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the report as JSON (stable keys; README, 'natkit netcheck')",
     )
     netcheck.set_defaults(handler=_netcheck, sub=netcheck)
+
+    connect = commands.add_parser(
+        "connect",
+        help="talk to another peer: lines typed here appear there",
+        description="Two terminals, one command each: 'natkit connect' listens and prints "
+        "its peer id; 'natkit connect PEER_ID' on the other side connects to it, over a "
+        "direct, authenticated and encrypted path. Then each line typed goes to the peer. "
+        "Defaults suit 'natkit up' on this machine. Every flag can also be set in the "
+        "environment (NATKIT_CONNECT_<FLAG>).",
+    )
+    connect.add_argument("peer_id", nargs="?", help="the peer to connect to (none: listen)")
+    add_settings_arguments(connect, ConnectSettings)
+    connect.set_defaults(handler=_connect, sub=connect)
     return parser
 
 
