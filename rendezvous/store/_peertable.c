@@ -361,16 +361,21 @@ static PyObject *PeerTable_put(PeerTable *t, PyObject *const *args, Py_ssize_t n
     Py_RETURN_TRUE;
 }
 
+/* find() for a key already checked: hashes it too (-2 on error). */
+static int32_t lookup(PeerTable *t, PyObject *key, size_t *at) {
+    Py_hash_t hash = PyObject_Hash(key);
+    if (hash == -1)
+        return -2;
+    return find(t, key, hash, at);
+}
+
 static PyObject *PeerTable_remove(PeerTable *t, PyObject *key) {
     if (ready(t) < 0)
         return NULL;
     if (check_key(key) < 0)
         return NULL;
-    Py_hash_t hash = PyObject_Hash(key);
-    if (hash == -1)
-        return NULL;
     size_t at;
-    int32_t e = find(t, key, hash, &at);
+    int32_t e = lookup(t, key, &at);
     if (e == -2)
         return NULL;
     if (e < 0)
@@ -600,11 +605,8 @@ static PyObject *PeerTable_get(PeerTable *t, PyObject *key) {
     /* get(peer_id) -> (peer_id, data, expires, seeder, seq) or None */
     if (check_key(key) < 0)
         return NULL;
-    Py_hash_t hash = PyObject_Hash(key);
-    if (hash == -1)
-        return NULL;
     size_t at;
-    int32_t e = find(t, key, hash, &at);
+    int32_t e = lookup(t, key, &at);
     if (e == -2)
         return NULL;
     if (e < 0)
@@ -619,11 +621,8 @@ static int PeerTable_contains(PeerTable *t, PyObject *key) {
         return -1;
     if (!PyUnicode_CheckExact(key))
         return 0;
-    Py_hash_t hash = PyObject_Hash(key);
-    if (hash == -1)
-        return -1;
     size_t at;
-    int32_t e = find(t, key, hash, &at);
+    int32_t e = lookup(t, key, &at);
     return e == -2 ? -1 : e >= 0;
 }
 
