@@ -16,12 +16,16 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 HOST = "127.0.0.1"
+
+T = TypeVar("T")
 
 
 def free_udp_port() -> int:
@@ -203,6 +207,33 @@ def stop_failed(server: Server | None) -> str:
     if not tail:
         return ""
     return "\n    --- server output (tail) ---\n    " + tail.replace("\n", "\n    ")
+
+
+def start_targets(
+    names: list[str],
+    start: Callable[[str], T],
+    errors: dict[str, str],
+    expected: tuple[type[Exception], ...],
+) -> dict[str, T]:
+    """``start(name)`` for each target; a target that fails with one of ``expected`` is
+    reported and its error kept in ``errors`` (the others still run)."""
+    started: dict[str, T] = {}
+    for name in names:
+        try:
+            started[name] = start(name)
+            print(f"[start] {name}: ok", file=sys.stderr)
+        except expected as exc:
+            errors[name] = str(exc)
+            print(f"[start] {name}: FAILED - {exc}", file=sys.stderr)
+    return started
+
+
+def rotation(names: list[str], round_number: int) -> list[str]:
+    """``names`` starting one later each round: no target always goes first."""
+    if not names:
+        return []
+    shift = round_number % len(names)
+    return names[shift:] + names[:shift]
 
 
 def ratio(a: float | None, b: float | None) -> float | None:

@@ -66,7 +66,9 @@ from harness import (  # noqa: E402
     print_summary,
     ratio,
     read_ready_port,
+    rotation,
     session_pids,
+    start_targets,
     stop_failed,
 )
 
@@ -265,18 +267,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="signaling_bench.") as tmp:
         children = Children(Path(tmp), lifetime)
         try:
-            servers: dict[str, Server] = {}
-            for name in names:
-                try:
-                    servers[name] = start(children, name, args, node)
-                    print(f"[start] {name}: ok", file=sys.stderr)
-                except (TargetError, OSError, RuntimeError) as exc:
-                    errors[name] = str(exc)
-                    print(f"[start] {name}: FAILED - {exc}", file=sys.stderr)
+            servers = start_targets(
+                names,
+                lambda name: start(children, name, args, node),
+                errors,
+                (TargetError, OSError, RuntimeError),
+            )
             live = [n for n in names if n in servers]
             for r in range(args.rounds):
-                order = live[r % len(live) :] + live[: r % len(live)] if live else []
-                for name in order:
+                for name in rotation(live, r):
                     if name in errors:
                         continue
                     try:

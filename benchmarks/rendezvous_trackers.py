@@ -61,6 +61,8 @@ from harness import (  # noqa: E402
     print_summary,
     ratio,
     read_ready_port,
+    rotation,
+    start_targets,
 )
 
 from rendezvous.bittorrent import bencode  # noqa: E402
@@ -229,18 +231,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         script.write_text(WRK_SCRIPT.replace("INFO_HASH", quoted(INFO_HASH)))
         children = Children(work, 60 + len(names) * args.rounds * (2 * args.seconds + 40))
         try:
-            servers: dict[str, tuple[Server, int]] = {}
-            for name in names:
-                try:
-                    servers[name] = start(children, name, args, work)
-                    print(f"[start] {name}: ok", file=sys.stderr)
-                except (TargetError, OSError, RuntimeError) as exc:
-                    errors[name] = str(exc)
-                    print(f"[start] {name}: FAILED - {exc}", file=sys.stderr)
+            servers = start_targets(
+                names,
+                lambda name: start(children, name, args, work),
+                errors,
+                (TargetError, OSError, RuntimeError),
+            )
             live = [n for n in names if n in servers]
             for r in range(args.rounds):
-                order = live[r % len(live) :] + live[: r % len(live)] if live else []
-                for name in order:
+                for name in rotation(live, r):
                     server, udp_port = servers[name]
                     try:
                         if name == "natkit":
