@@ -57,10 +57,11 @@ _SWITCHING: Final = (
 class Upgrade:
     """The parts of a WebSocket opening handshake the server reads (httptools callbacks)."""
 
-    __slots__ = ("headers", "url")
+    __slots__ = ("headers", "query", "url")
 
     def __init__(self) -> None:
         self.url = b""
+        self.query = b""  # the URL's, once read_upgrade has parsed it
         self.headers: dict[bytes, bytes | None] = {}  # lower-case name -> value; None: twice
 
     def on_url(self, url: bytes) -> None:
@@ -89,9 +90,10 @@ def read_upgrade(head: bytes) -> tuple[Upgrade, str] | None:
     if parser.get_method() != b"GET" or parser.get_http_version() != "1.1":
         return None
     try:
-        path = httptools.parse_url(upgrade.url).path
+        url = httptools.parse_url(upgrade.url)
     except httptools.HttpParserInvalidURLError:
         return None
+    path, upgrade.query = url.path, url.query or b""
     headers = upgrade.headers
     upgrade_header = headers.get(b"upgrade")
     connection = headers.get(b"connection")
@@ -135,8 +137,8 @@ class FrontDoor:
 
     def admit(self, upgrade: Upgrade) -> Admission:
         """Who the upgrade acts as (``ApiError``: refused)."""
-        query = httptools.parse_url(upgrade.url).query or b""
-        token = next((v for k, v in parse_qsl(query.decode("latin-1")) if k == "token"), None)
+        query = upgrade.query.decode("latin-1")
+        token = next((v for k, v in parse_qsl(query) if k == "token"), None)
         return identify(self.app, WEBSOCKET_PATH, upgrade.header(b"authorization"), token)
 
     def count(self, status: int) -> None:
