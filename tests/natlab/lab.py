@@ -54,9 +54,8 @@ class Router:
     def flush(self) -> None:
         """Forget every mapping (conntrack entries and the learnt port -> host map)."""
         self.ns.run("conntrack", "-F", check=False)
-        for name in ("owner", "contacted"):
-            self.ns.run("nft", "flush", "set" if name == "contacted" else "map",
-                        "ip", "natlab", name, check=False)  # fmt: skip
+        for kind, name in (("map", "owner"), ("set", "contacted")):
+            self.ns.run("nft", "flush", kind, "ip", "natlab", name, check=False)
 
 
 @dataclass

@@ -67,8 +67,7 @@ class Nat:
             raise ValueError(f"no rules for {self.mapping} mapping (Linux has none)")
         if self.filtering not in BEHAVIOURS:
             raise ValueError(f"unknown filtering {self.filtering!r}")
-        learns = self.filtering != "address-and-port-dependent" or self.hairpin
-        if learns and not (self.port_preserving and self.mapping == "endpoint-independent"):
+        if self.learns_hosts and not self.preserves_ports:
             raise ValueError(
                 "endpoint-independent or address-dependent filtering and hairpinning need a "
                 "port-preserving endpoint-independent mapping (the rules find the host by "
@@ -80,6 +79,11 @@ class Nat:
             raise ValueError(f"udp_timeout is at least 1 s, not {self.udp_timeout}")
 
     @property
+    def learns_hosts(self) -> bool:
+        """Whether the rules keep the public port -> host map (for what comes in)."""
+        return self.filtering != "address-and-port-dependent" or self.hairpin
+
+    @property
     def preserves_ports(self) -> bool:
         """Whether the public port is the private one (when it is free)."""
         return self.port_preserving and self.mapping == "endpoint-independent"
@@ -88,7 +92,6 @@ class Nat:
 def ruleset(nat: Nat, wan_ip: str, lan_subnet: str) -> str:
     """The nftables table (``nft -f`` input) for a router whose WAN address is ``wan_ip``
     and LAN ``lan_subnet``, its interfaces named ``wan`` and ``lan``."""
-    learn = nat.filtering != "address-and-port-dependent" or nat.hairpin
     prerouting: list[str] = []
     if nat.filtering == "endpoint-independent":
         prerouting.append(
@@ -119,7 +122,7 @@ def ruleset(nat: Nat, wan_ip: str, lan_subnet: str) -> str:
         forward.append("meta l4proto udp drop")
     if nat.loss > 0:
         forward.append(f"numgen random mod 10000 < {round(nat.loss * 10000)} drop")
-    if learn:
+    if nat.learns_hosts:
         forward.append(
             'iifname "lan" oifname "wan" meta l4proto udp update @owner { udp sport : ip saddr }'
         )
