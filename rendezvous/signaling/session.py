@@ -22,6 +22,7 @@ import json
 from collections.abc import Callable, Coroutine
 from typing import Any, NamedTuple
 
+from aiohttp import WSCloseCode
 from prometheus_client import Counter
 from pydantic import ValidationError
 
@@ -34,8 +35,6 @@ from rendezvous.tenants import Access
 
 HELLO_TIMEOUT = 10.0
 UNAUTHENTICATED = 4401
-GOING_AWAY = 1001
-TOO_SLOW = 1013
 
 
 class Refused(Exception):
@@ -97,8 +96,11 @@ class Signaling:
 
     async def close_all(self) -> None:
         """On shutdown: every socket closed with 1001 (going away), and waited for."""
-        waiting = [s.close(code=GOING_AWAY, message=b"server shutting down") for s in self.waiting]
-        await asyncio.gather(self.hub.close_all(GOING_AWAY), *waiting, return_exceptions=True)
+        waiting = [
+            s.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+            for s in self.waiting
+        ]
+        await asyncio.gather(self.hub.close_all(), *waiting, return_exceptions=True)
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
     def challenge(self) -> tuple[str, str]:

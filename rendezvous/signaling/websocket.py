@@ -147,9 +147,6 @@ class SignalingSocket(asyncio.Protocol):
                 self._refuse("the first message must be a hello (a text message)")
             # Other binary messages carry nothing in this protocol; pongs are only heard.
 
-    def eof_received(self) -> bool | None:
-        return None  # a half-closed client is gone: close our side too
-
     # -- messages ---------------------------------------------------------------------
 
     def _text(self, text: str) -> None:
