@@ -1,9 +1,9 @@
-"""natkit client SDK: NAT discovery, hole punching and relay fallback (issues #5, #6;
-relay fallback not built yet).
+"""natkit client SDK: NAT discovery, hole punching and relay fallback (issues #5, #6).
 
 ``client_sdk.Peer(rendezvous_urls, ...)``: a peer's identity, swarms and signaling through
 one or more rendezvous servers (``client_sdk.rendezvous``), and ``connect``/``accept``:
-``PeerConnection``s over hole-punched direct paths (``client_sdk.connect``).
+``PeerConnection``s over hole-punched direct paths or, where none is found, a TURN relay
+(``client_sdk.connect``).
 
 ``client_sdk.netcheck(...) -> NatReport``: NAT behaviour discovery. The attribute is the
 function (DESIGN.md); the package of the same name holds its parts: import them with
@@ -11,7 +11,7 @@ function (DESIGN.md); the package of the same name holds its parts: import them 
 bind the function, since Python resolves that form by attribute).
 """
 
-from client_sdk.connect import ConnectError, ConnectionClosed, PeerConnection
+from client_sdk.connect import ConnectError, ConnectionClosed, PathChanged, PeerConnection
 from client_sdk.netcheck import (
     FilteringBehavior,
     MappingBehavior,
@@ -30,6 +30,7 @@ __all__ = [
     "MappingBehavior",
     "NatReport",
     "NetcheckError",
+    "PathChanged",
     "Peer",
     "PeerConnection",
     "RendezvousClient",

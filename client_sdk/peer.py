@@ -4,8 +4,8 @@ The identity (generated, given, or kept in a file), everything that goes through
 rendezvous -- swarms (``join``, ``leave``, ``peers``) and signaling (``signal``,
 ``signals()``, the punch brokering) -- and connections: ``connect(peer_id)`` /
 ``accept()`` (or ``async for conn in peer``) give a ``PeerConnection``, end-to-end
-encrypted, over a hole-punched direct UDP path (``client_sdk.connect``; the TURN
-fallback is not built yet: without a direct path ``connect`` raises ``ConnectError``).
+encrypted, over a hole-punched direct UDP path or, where none is found, a TURN relay
+(``client_sdk.connect``).
 
     urls = ["https://rv1.example", "https://rv2.example"]
     async with Peer(urls, identity_file="peer.key") as peer:
@@ -130,7 +130,11 @@ class Peer:
     ``connect`` waits for the other peer to accept. ``keepalive``: seconds between
     keepalives on an idle connection (holds the NAT mappings); ``idle_timeout``: a
     connection silent that long has ended (None: three keepalives). ``backlog``:
-    accepted connections waiting for ``accept()``.
+    accepted connections waiting for ``accept()``. ``relay``: fall back to a TURN relay
+    (credentials from the rendezvous; ``relay_region``'s relays first) when no direct path
+    is found; ``direct_grace``: seconds a direct punch still gets once the relay path is
+    up (the connection then starts on the relay and upgrades when the punch succeeds).
+    ``direct=False``: relay only, our addresses are never offered to the other peer.
     The other keywords go to ``RendezvousClient``."""
 
     def __init__(
@@ -148,6 +152,10 @@ class Peer:
         keepalive: float = 25.0,
         idle_timeout: float | None = None,
         backlog: int = 16,
+        relay: bool = True,
+        relay_region: str = "",
+        direct_grace: float = 1.0,
+        direct: bool = True,
         **client_options: Any,
     ) -> None:
         if identity is not None and identity_file is not None:
@@ -168,6 +176,10 @@ class Peer:
             config=config,
             answer_timeout=answer_timeout,
             backlog=backlog,
+            relay=relay,
+            relay_region=relay_region,
+            direct_grace=direct_grace,
+            direct=direct,
         )
 
     async def __aenter__(self) -> Peer:
@@ -237,8 +249,9 @@ class Peer:
     # -- connections (client_sdk.connect) ------------------------------------------------
 
     async def connect(self, peer_id: str) -> PeerConnection:
-        """A connection to ``peer_id`` over a hole-punched direct path; ``ConnectError``
-        when the peer is unreachable, does not accept, or no path is found in time."""
+        """A connection to ``peer_id`` over a hole-punched direct path, or the relay;
+        ``ConnectError`` when the peer is unreachable, does not accept, or no path is
+        found in time."""
         return await self.connector.connect(peer_id)
 
     def listen(self) -> None:

@@ -4,15 +4,17 @@
 Layout: ``candidates`` (what a peer offers and what it probes; pure), ``punch`` (the
 hole punch, sans-IO: the secure channel's handshake sent to every candidate on a paced
 schedule, the first authenticated answer fixing the path), ``udp`` (the one connectivity
-socket per peer: STUN for its reflexive address, demultiplexing, timers), ``connection``
-(``PeerConnection`` over a ``PathLink``: ``"direct"`` now, ``"relay"`` with the TURN
-fallback), ``connector`` (the procedure through the rendezvous's punch brokering).
+socket per peer: STUN for its reflexive address, demultiplexing, timers), ``relay`` (the
+peer's TURN allocation, carrying relay paths the same way), ``connection``
+(``PeerConnection`` over its ``"direct"`` and ``"relay"`` paths: upgrade, fallback),
+``connector`` (the procedure through the rendezvous's punch brokering, and the choice).
 """
 
 from client_sdk.connect.candidates import local_candidates, punch_targets
 from client_sdk.connect.connection import (
     ConnectError,
     ConnectionClosed,
+    PathChanged,
     PathKind,
     PathLink,
     PeerConnection,
@@ -24,6 +26,7 @@ __all__ = [
     "ConnectError",
     "ConnectionClosed",
     "Connector",
+    "PathChanged",
     "PathKind",
     "PathLink",
     "PeerConnection",

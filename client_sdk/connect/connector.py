@@ -1,36 +1,46 @@
 """``Connector``: ``Peer.connect``/``Peer.accept`` -- the rendezvous's punch brokering,
-candidates, and the punch on the connectivity socket (issue #6, the direct path).
+candidates, the direct punch, the relay fallback and the choice between them (issue #6).
 
 The procedure (the rendezvous side is ``rendezvous/signaling/punch.py``, DCUtR-style):
 
 1. **Candidates, fresh for each attempt.** The connectivity socket (one per peer, opened
    on first use) asks each STUN server of ``stun`` for its own reflexive address (up to
    1.5 s: 0, 0.25, 0.75 s sends; a silent server just adds none) and adds its host
-   addresses (``candidates.local_candidates``).
-2. **Dialler**: a ``Punch`` for the peer is registered on the socket (from now on its
-   message 1s reach us), then ``punch(peer, candidates)`` goes to the rendezvous, which
-   forwards it as a ``PunchRequest`` with our round trip. The answer is ``punch_now``
-   with the peer's candidates and a delay.
+   addresses (``candidates.local_candidates``). At the same time the peer's TURN
+   allocation (``client_sdk.connect.relay``; one per peer, opened on first use with
+   credentials from the rendezvous, kept and refreshed) adds its ``relay`` candidate.
+2. **Dialler**: a direct ``Punch`` for the peer is registered on the connectivity socket
+   and a relay one on the allocation (from now on their message 1s reach us), then
+   ``punch(peer, candidates)`` goes to the rendezvous, which forwards it as a
+   ``PunchRequest`` with our round trip. The answer is ``punch_now`` with the peer's
+   candidates and a delay.
    **Accepter** (``listen``/``accept``): each ``PunchRequest`` gets its own candidates
-   and a registered ``Punch``, then ``punch_accept(sender, id, candidates, rtt)``; its
+   and registered punches, then ``punch_accept(sender, id, candidates, rtt)``; its
    ``punch_now`` carries the delay (the candidates were in the request).
 3. Both wait ``delay_ms`` -- chosen by the server so both act at the same moment -- and
-   start probing (``client_sdk.connect.punch``: the Noise handshake to every candidate,
-   first authenticated answer fixes the path).
-4. The dialler gets a ``PeerConnection`` when the path is confirmed; the accepter queues
-   it for ``accept()`` (``backlog`` at most; beyond that a new one is closed).
+   start both punches: the direct one toward the peer's host and reflexive candidates
+   (``client_sdk.connect.punch``: the Noise handshake to every candidate, first
+   authenticated answer fixes the path), the relay one from our allocation to the peer's.
+4. **The choice.** A direct path wins at once. When the relay path is up first, the
+   direct punch gets ``direct_grace`` more seconds; without a direct path by then the
+   connection starts on the relay, and the direct punch goes on looking until its own
+   timeout -- when it succeeds, the connection upgrades (``PeerConnection``). The relay
+   link stays beside a direct path as the fallback should it die.
+5. The dialler gets the ``PeerConnection``; the accepter queues it for ``accept()``
+   (``backlog`` at most; beyond that a new one is closed).
+
+**Crossing dials**: when two peers ``connect`` to each other at the same moment, each
+gets the other's ``PunchRequest`` while its own dial is under way. The peer with the
+higher peer id gives up its dial and answers the other's; its ``connect`` returns that
+connection. The lower one ignores the request: its own dial is the one answered.
 
 A listening peer answers every punch request (at most ``MAX_ACCEPTING`` at once): who
 may connect is the app's decision, on ``PeerConnection.remote_peer_id``, which the
 handshake has proven.
 
 Every failure of ``connect`` is a ``ConnectError``: the peer connected nowhere
-(``unreachable``), no ``punch_now`` within ``answer_timeout`` (it does not accept), or no
-direct path within ``PunchConfig.timeout`` after the moment to punch. The relay fallback
-will go between the last failure and the error.
-
-Not yet: a simultaneous ``connect`` from both sides to each other (each would hold a
-punch for the other; one fails with ``ConnectError``), port prediction for symmetric NATs.
+(``unreachable``), no ``punch_now`` within ``answer_timeout`` (it does not accept), or
+neither a direct nor a relay path within the punch timeout.
 """
 
 from __future__ import annotations
@@ -39,6 +49,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from client_sdk.connect.candidates import (
     Address,
@@ -46,8 +58,14 @@ from client_sdk.connect.candidates import (
     local_ipv4_addresses,
     punch_targets,
 )
-from client_sdk.connect.connection import ConnectError, ConnectionClosed, PeerConnection
+from client_sdk.connect.connection import (
+    ConnectError,
+    ConnectionClosed,
+    PathKind,
+    PeerConnection,
+)
 from client_sdk.connect.punch import Punch, PunchConfig
+from client_sdk.connect.relay import RelaySocket, relay_targets, turn_servers
 from client_sdk.connect.udp import ConnectivitySocket, Link
 from client_sdk.identity import Identity
 from client_sdk.netcheck.report import NetcheckError
@@ -61,6 +79,7 @@ __all__ = ["Connector", "parse_stun_servers"]
 log = logging.getLogger(__name__)
 
 MAX_ACCEPTING = 32  # punch requests handled at once; more are ignored
+RELAY_RETRY = 15.0  # seconds before asking for a relay again after failing to get one
 
 
 def parse_stun_servers(stun: str | Sequence[str] | None) -> tuple[ServerSpec, ...]:
@@ -74,8 +93,39 @@ def parse_stun_servers(stun: str | Sequence[str] | None) -> tuple[ServerSpec, ..
         raise ValueError(str(exc)) from None
 
 
+@dataclass
+class _Dial:
+    """A ``connect`` under way: ``crossed`` gets the connection when a crossing dial
+    from the peer is answered instead (see the module docstring)."""
+
+    crossed: asyncio.Future[PeerConnection]
+    task: asyncio.Task[PeerConnection] | None = None
+    yielded: bool = False
+
+
+@dataclass
+class _Attempt:
+    """One side's punches toward one peer, registered before the punch starts: the
+    direct one and the relay one (when we have an allocation)."""
+
+    peer_id: str
+    started: float
+    links: dict[PathKind, Link] = field(default_factory=dict)
+    failures: dict[PathKind, str] = field(default_factory=dict)
+
+    def close(self, reason: str) -> None:
+        for link in self.links.values():
+            link.close(reason)
+
+
 class Connector:
-    """See the module docstring. ``Peer`` owns one."""
+    """See the module docstring. ``Peer`` owns one.
+
+    ``relay``: use the TURN fallback (credentials from the rendezvous, relays of
+    ``relay_region`` first). ``direct_grace``: seconds a direct punch still gets once the
+    relay path is up. ``direct=False``: relay only -- no host or reflexive candidate is
+    offered, so the peer never learns our addresses (WebRTC's ``iceTransportPolicy:
+    "relay"``)."""
 
     def __init__(
         self,
@@ -86,24 +136,39 @@ class Connector:
         config: PunchConfig | None = None,
         answer_timeout: float = 10.0,
         backlog: int = 16,
+        relay: bool = True,
+        relay_region: str = "",
+        direct_grace: float = 1.0,
+        direct: bool = True,
     ) -> None:
+        if direct_grace < 0:
+            raise ValueError("direct_grace must not be negative")
         self.identity = identity
         self.rendezvous = rendezvous
         self.stun = tuple(stun)
         self.config = config if config is not None else PunchConfig()
         self.answer_timeout = answer_timeout
+        self.relay_enabled = relay
+        self.relay_region = relay_region
+        self.direct_grace = direct_grace
+        self.direct_enabled = direct
         self._socket: ConnectivitySocket | None = None
         self._socket_lock = asyncio.Lock()
         self._stun_addresses: list[Address] | None = None
+        self._udp_blocked = False  # no STUN server answered the last time we asked
+        self._relay: RelaySocket | None = None
+        self._relay_lock = asyncio.Lock()
+        self._relay_retry_at = 0.0
         self._accepted: asyncio.Queue[PeerConnection | None] = asyncio.Queue(
             maxsize=max(1, backlog)
         )
         self._listener: asyncio.Task[None] | None = None
         self._handlers: set[asyncio.Task[None]] = set()
-        self._connections: set[Link] = set()
+        self._dials: dict[str, _Dial] = {}
+        self._connections: set[PeerConnection] = set()
         self._closed = False
 
-    # -- the socket and candidates ---------------------------------------------------------
+    # -- the sockets and candidates --------------------------------------------------------
 
     async def socket(self) -> ConnectivitySocket:
         async with self._socket_lock:
@@ -112,6 +177,32 @@ class Connector:
             if self._socket is None or self._socket.closed:
                 self._socket = await ConnectivitySocket.open()
             return self._socket
+
+    async def relay_socket(self) -> RelaySocket | None:
+        """The peer's TURN allocation, made on first use; None when the relay is off,
+        the rendezvous has no relay for us, or no allocation succeeded (asked again
+        after ``RELAY_RETRY`` seconds)."""
+        if not self.relay_enabled:
+            return None
+        async with self._relay_lock:
+            if self._closed:
+                raise ConnectionClosed("the peer is closed")
+            if self._relay is not None and not self._relay.closed:
+                return self._relay
+            loop = asyncio.get_running_loop()
+            if loop.time() < self._relay_retry_at:
+                return None
+            try:
+                credentials = await self.rendezvous.turn_credentials(self.relay_region)
+                servers = turn_servers(credentials.uris, udp_first=not self._udp_blocked)
+                self._relay = await RelaySocket.allocate(
+                    servers, credentials.username, credentials.password
+                )
+            except (RendezvousError, ConnectionError) as exc:
+                log.warning("no relay: %s", exc)
+                self._relay_retry_at = loop.time() + RELAY_RETRY
+                return None
+            return self._relay
 
     async def _stun_servers(self) -> list[Address]:
         if self._stun_addresses is None:
@@ -130,23 +221,102 @@ class Connector:
     async def candidates(self, sock: ConnectivitySocket) -> list[Candidate]:
         """Fresh candidates for ``sock``: reflexive (STUN) and host."""
         reflexive = await sock.reflexive_addresses(await self._stun_servers())
-        if self.stun and not reflexive:
-            log.info("no STUN server answered: offering host candidates only")
+        if self.stun:
+            self._udp_blocked = not reflexive
+            if not reflexive:
+                log.info("no STUN server answered: offering host candidates only")
         return local_candidates(sock.local_port, local_ipv4_addresses(), reflexive)
+
+    async def _prepare(self, peer_id: str) -> tuple[_Attempt, list[Candidate]]:
+        """Our candidates and registered punches toward ``peer_id``."""
+        attempt = _Attempt(peer_id, asyncio.get_running_loop().time())
+        sock: ConnectivitySocket | None = None
+        mine: list[Candidate] = []
+        if self.direct_enabled:
+            sock = await self.socket()
+            mine, relay = await asyncio.gather(self.candidates(sock), self.relay_socket())
+        else:
+            relay = await self.relay_socket()
+        try:
+            if sock is not None:
+                attempt.links["direct"] = sock.add(Punch(self.identity, peer_id, self.config))
+            if relay is not None:
+                attempt.links["relay"] = relay.add(Punch(self.identity, peer_id, self.config))
+                mine.append(relay.candidate())
+        except ConnectionError as exc:
+            attempt.close("connect failed")
+            raise ConnectError(str(exc)) from None
+        if not attempt.links:
+            raise ConnectError("nothing to try: direct paths are off and no relay is available")
+        return attempt, mine
+
+    # -- finding a path --------------------------------------------------------------------
+
+    async def _establish(self, attempt: _Attempt, theirs: Sequence[Candidate]) -> PeerConnection:
+        """Run the punches toward the peer's candidates ``theirs``; the connection on the
+        first path, per the module docstring's choice. The attempt's links belong to the
+        connection afterwards; on failure they are closed by the caller."""
+        targets = {"direct": punch_targets(theirs), "relay": relay_targets(theirs)}
+        for kind, link in list(attempt.links.items()):
+            if targets[kind]:
+                link.start(targets[kind])
+            else:
+                attempt.failures[kind] = f"the peer offered no {kind} candidate"
+                link.close(attempt.failures[kind])
+                del attempt.links[kind]
+        direct = attempt.links.get("direct")
+        relayed = attempt.links.get("relay")
+        # The punches fail by themselves at their deadline; the outer bound is a net.
+        bound = self.config.timeout + self.config.session_config().handshake_timeout
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(bound):
+                waiting = {link.found for link in attempt.links.values()}
+                while waiting and not (direct is not None and _succeeded(direct.found)):
+                    _, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                    if relayed is not None and _succeeded(relayed.found):
+                        if direct is not None and not direct.found.done() and self.direct_grace:
+                            await asyncio.wait({direct.found}, timeout=self.direct_grace)
+                        break
+        established = [kind for kind, link in attempt.links.items() if _succeeded(link.found)]
+        if not established:
+            for kind, link in attempt.links.items():
+                attempt.failures[kind] = link.failure or f"nothing within {bound:g} s"
+            reasons = "; ".join(f"{kind}: {why}" for kind, why in attempt.failures.items())
+            raise ConnectError(f"no path to {attempt.peer_id} ({reasons})")
+        loop = asyncio.get_running_loop()
+        conn = PeerConnection(attempt.peer_id, elapsed=loop.time() - attempt.started)
+        for kind in sorted(attempt.links, key=lambda k: k not in established):
+            conn.attach(kind, attempt.links[kind])
+        self._connections.add(conn)
+        conn.on_closed = self._connections.discard
+        return conn
 
     # -- dialling --------------------------------------------------------------------------
 
     async def connect(self, peer_id: str) -> PeerConnection:
         if peer_id == self.identity.peer_id:
             raise ConnectError("cannot connect to oneself")
+        if self._closed:
+            raise ConnectionClosed("the peer is closed")
+        if peer_id in self._dials:
+            raise ConnectError(f"already connecting to {peer_id}")
         loop = asyncio.get_running_loop()
-        started = loop.time()
-        sock = await self.socket()
-        mine = await self.candidates(sock)
+        dial = _Dial(loop.create_future())
+        self._dials[peer_id] = dial
+        dial.task = loop.create_task(self._dial(peer_id))
         try:
-            link = sock.add(Punch(self.identity, peer_id, self.config))
-        except ConnectionError as exc:
-            raise ConnectError(str(exc)) from None
+            await asyncio.wait((dial.task, dial.crossed), return_when=asyncio.FIRST_COMPLETED)
+            if dial.yielded or dial.crossed.done():
+                return await dial.crossed
+            return dial.task.result()
+        finally:
+            if self._dials.get(peer_id) is dial:
+                del self._dials[peer_id]
+            if not dial.task.done():
+                dial.task.cancel()
+
+    async def _dial(self, peer_id: str) -> PeerConnection:
+        attempt, mine = await self._prepare(peer_id)
         try:
             try:
                 go = await self.rendezvous.punch(peer_id, mine, timeout=self.answer_timeout)
@@ -157,29 +327,10 @@ class Connector:
                     ) from None
                 raise ConnectError(f"{peer_id}: {exc.code}: {exc}") from None
             await asyncio.sleep(max(0.0, go.delay_ms) / 1000)
-            await self._punch(link, punch_targets(go.candidates))
+            return await self._establish(attempt, go.candidates)
         except BaseException:
-            link.close("connect failed")
+            attempt.close("connect failed")
             raise
-        return self._connection(link, loop.time() - started)
-
-    async def _punch(self, link: Link, targets: tuple[Address, ...]) -> None:
-        link.start(targets)
-        try:
-            # The punch fails by itself at its deadline; the outer bound is a safety net.
-            async with asyncio.timeout(
-                self.config.timeout + self.config.session_config().handshake_timeout
-            ):
-                await link.found
-        except ConnectionError as exc:
-            raise ConnectError(str(exc)) from None
-        except TimeoutError:
-            raise ConnectError(f"no direct path to {link.remote_peer_id}") from None
-
-    def _connection(self, link: Link, elapsed: float) -> PeerConnection:
-        self._connections.add(link)
-        link.on_closed = lambda _reason: self._connections.discard(link)
-        return PeerConnection(link, elapsed=elapsed)
 
     # -- accepting -------------------------------------------------------------------------
 
@@ -214,51 +365,76 @@ class Connector:
             requests.close()
 
     async def _answer(self, request: PunchRequest) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        dial = self._dials.get(request.sender)
+        if dial is not None:  # a crossing dial: the higher peer id yields
+            if self.identity.peer_id < request.sender:
+                log.info("crossing dial with %s: ours goes on", request.sender)
+                return
+            log.info("crossing dial with %s: answering theirs", request.sender)
+            dial.yielded = True
+            if dial.task is not None and not dial.task.done():
+                dial.task.cancel()
+                await asyncio.wait((dial.task,))
         try:
-            sock = await self.socket()
-            mine = await self.candidates(sock)
-            link = sock.add(Punch(self.identity, request.sender, self.config))
-        except ConnectionError as exc:
+            conn = await self._accept_punch(request)
+        except (RendezvousError, ConnectError) as exc:
             log.info("punch request from %s: %s", request.sender, exc)
+            if dial is not None and not dial.crossed.done():
+                dial.crossed.set_exception(ConnectError(f"{request.sender}: {exc}"))
             return
+        except BaseException as exc:
+            if dial is not None and not dial.crossed.done():
+                dial.crossed.set_exception(ConnectError(f"{request.sender}: {exc!r}"))
+            raise
+        if dial is not None:
+            if not dial.crossed.done():
+                dial.crossed.set_result(conn)
+            else:
+                await conn.close()
+            return
+        try:
+            self._accepted.put_nowait(conn)
+        except asyncio.QueueFull:
+            log.warning("accept backlog full: closing the connection from %s", request.sender)
+            await conn.close()
+
+    async def _accept_punch(self, request: PunchRequest) -> PeerConnection:
+        attempt, mine = await self._prepare(request.sender)
         try:
             go = await self.rendezvous.punch_accept(
                 request.sender, request.id, mine, request.rtt_ms, timeout=self.answer_timeout
             )
             await asyncio.sleep(max(0.0, go.delay_ms) / 1000)
-            await self._punch(link, punch_targets(request.candidates))
-        except (RendezvousError, ConnectError) as exc:
-            log.info("punch request from %s: %s", request.sender, exc)
-            link.close("accept failed")
-            return
+            return await self._establish(attempt, request.candidates)
         except BaseException:
-            link.close("accept failed")
+            attempt.close("accept failed")
             raise
-        conn = self._connection(link, loop.time() - started)
-        try:
-            self._accepted.put_nowait(conn)
-        except asyncio.QueueFull:
-            log.warning("accept backlog full: closing the connection from %s", request.sender)
-            link.close("the accept backlog is full")
 
     # -- the end ---------------------------------------------------------------------------
 
     async def close(self) -> None:
         self._closed = True
-        tasks = [*self._handlers] + ([self._listener] if self._listener is not None else [])
+        tasks: list[asyncio.Task[Any]] = [*self._handlers]
+        tasks += [self._listener] if self._listener is not None else []
+        tasks += [dial.task for dial in self._dials.values() if dial.task is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for link in list(self._connections):
-            link.close("the peer closed")
+        for conn in list(self._connections):
+            await conn.close()
         if self._socket is not None:
             self._socket.close()
+        async with self._relay_lock:
+            if self._relay is not None:
+                self._relay.close()
         while not self._accepted.empty():
             waiting = self._accepted.get_nowait()
             if waiting is not None:
                 await waiting.close()
         self._accepted.put_nowait(None)
+
+
+def _succeeded(found: asyncio.Future[Any]) -> bool:
+    return found.done() and not found.cancelled() and found.exception() is None

@@ -59,13 +59,18 @@ def natkit_relay(
     lab: Lab, *, rendezvous_url: str | None = None, auth_secret: str | None = None
 ) -> Iterator[tuple[str, int]]:
     """``natkit relay`` on 203.0.113.1:3478, RFC 5780 alternate 203.0.113.2:3479; with
-    ``rendezvous_url`` (and the TURN ``auth_secret`` it shares) it heartbeats there."""
+    ``rendezvous_url`` (and the TURN ``auth_secret`` it shares) it heartbeats there and
+    relays TURN over UDP and TCP."""
     argv = [sys.executable, "-m", "natkit", "relay"]
     argv += ["--listen", f"{lab.server_ip(0)}:{STUN_PORT}"]
     argv += ["--alt-listen", f"{lab.server_ip(1)}:{ALT_PORT}", "--log-level", "warning"]
     if rendezvous_url is not None:
         argv += ["--rendezvous-url", rendezvous_url, "--auth-secret", auth_secret or ""]
         argv += ["--public-host", lab.server_ip(0), "--heartbeat-interval", "2"]
+        # TURN over TCP too (for hosts whose UDP is blocked); the lab's public segment is
+        # TEST-NET-3, which the relay denies as a peer by default: relay-to-relay paths
+        # between two allocations on it need it allowed.
+        argv += ["--tcp", "--allow-peer", f"{lab.server_ip(0)}/32"]
     with _serving(lab, argv) as server:
         yield server
 
