@@ -77,6 +77,14 @@ transport state. A message 2 or 3 that decrypts but carries the wrong identity i
 too (an active attacker could otherwise cut the handshake short); its reason is reported
 in ``SessionFailed`` if the handshake then times out.
 
+Liveness (WireGuard's passive keepalive and dead-peer rule, whitepaper §6.5): with
+``ack_delay`` set, a session that received data and sent nothing for that long sends a
+keepalive, so every data datagram is answered within ``ack_delay``; with
+``response_timeout`` set, a session that sent data and heard nothing authenticated for
+that long since fails ("the path is dead") -- seconds after a path dies under traffic,
+instead of the idle timeout's minute. Both are off by default here; a connection's paths
+turn them on (``client_sdk.connect.punch.PunchConfig``).
+
 Not done here: rekeying in place (WireGuard's 2-minute rekey); the caller opens a new
 session before ``max_messages`` or when it wants fresh keys.
 """
@@ -154,6 +162,8 @@ class SessionConfig:
     handshake_timeout: float = 10.0
     keepalive_interval: float | None = 10.0
     idle_timeout: float | None = 30.0
+    ack_delay: float | None = None
+    response_timeout: float | None = None
     max_datagram_size: int = DEFAULT_MAX_DATAGRAM
     max_messages: int = COUNTER_LIMIT
     replay_window: int = 2048
@@ -168,6 +178,13 @@ class SessionConfig:
             raise ChannelError("keepalive_interval must be positive or None")
         if self.idle_timeout is not None and self.idle_timeout <= 0:
             raise ChannelError("idle_timeout must be positive or None")
+        if self.ack_delay is not None and self.ack_delay <= 0:
+            raise ChannelError("ack_delay must be positive or None")
+        if self.response_timeout is not None and (
+            self.response_timeout <= 0
+            or (self.ack_delay is not None and self.response_timeout <= self.ack_delay)
+        ):
+            raise ChannelError("response_timeout must be positive, longer than ack_delay, or None")
         if not INITIATION_LENGTH <= self.max_datagram_size <= 65507:
             raise ChannelError(f"max_datagram_size must be in [{INITIATION_LENGTH}, 65507]")
         if not 0 < self.max_messages <= COUNTER_LIMIT:
@@ -294,6 +311,8 @@ class SecureSession:
         self.handshake_hash: bytes | None = None
         self.last_received_at: float | None = None
         self.last_sent_at: float | None = None
+        self._unanswered_since: float | None = None  # first data sent after we last heard
+        self._ack_due: float | None = None  # data received and nothing sent back yet
         self._local = static if static is not None else LocalStatic.generate(identity)
         self._events: deque[Event] = deque()
         self._outbox: list[bytes] = []
@@ -369,6 +388,8 @@ class SecureSession:
             raise ChannelError("empty payloads are keepalives; send_keepalive() sends one")
         self._seal(data, now)
         self.stats.datagrams_sent += 1
+        if self._unanswered_since is None:
+            self._unanswered_since = now
 
     def send_keepalive(self, now: float) -> None:
         if self.state is not SessionState.ESTABLISHED:
@@ -403,6 +424,10 @@ class SecureSession:
                 deadlines.append(self.last_sent_at + self.config.keepalive_interval)
             if self.config.idle_timeout is not None and self.last_received_at is not None:
                 deadlines.append(self.last_received_at + self.config.idle_timeout)
+            if self._ack_due is not None:
+                deadlines.append(self._ack_due)
+            if self.config.response_timeout is not None and self._unanswered_since is not None:
+                deadlines.append(self._unanswered_since + self.config.response_timeout)
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> None:
@@ -421,9 +446,17 @@ class SecureSession:
         if idle is not None and last_received is not None and now >= last_received + idle:
             self._fail(f"no datagram from the peer for {idle:g} s")
             return
+        waited = self.config.response_timeout
+        since = self._unanswered_since
+        if waited is not None and since is not None and now >= since + waited:
+            self._fail(f"no answer from the peer for {waited:g} s after sending: the path is dead")
+            return
         keepalive = self.config.keepalive_interval
         last_sent = self.last_sent_at
-        if keepalive is not None and last_sent is not None and now >= last_sent + keepalive:
+        ack_due = self._ack_due is not None and now >= self._ack_due
+        if ack_due or (
+            keepalive is not None and last_sent is not None and now >= last_sent + keepalive
+        ):
             try:
                 self.send_keepalive(now)
             except ChannelError as exc:
@@ -600,6 +633,7 @@ class SecureSession:
         self._outbox.append(header + transport.send.encrypt(nonce, data, header))
         transport.counter = counter + 1
         self.last_sent_at = now
+        self._ack_due = None  # anything we send answers what we received
 
     def _on_transport(self, datagram: bytes, receiver: int, now: float) -> bool:
         if len(datagram) < TRANSPORT_OVERHEAD:
@@ -623,6 +657,7 @@ class SecureSession:
             return False
         transport.window.update(counter)
         self.last_received_at = now
+        self._unanswered_since = None
         if not self._confirmed:
             self._confirmed = True
             self._retransmit_at = None
@@ -630,6 +665,8 @@ class SecureSession:
         if data:
             self.stats.datagrams_received += 1
             self._events.append(DatagramReceived(data))
+            if self.config.ack_delay is not None and self._ack_due is None:
+                self._ack_due = now + self.config.ack_delay
         else:
             self.stats.keepalives_received += 1
         return True
@@ -643,6 +680,8 @@ class SecureSession:
 
     def _drop_secrets(self) -> None:
         self._transport = None
+        self._ack_due = None
+        self._unanswered_since = None
         self._initiator = None
         self._pending.clear()
         self._retransmit_at = None

@@ -644,6 +644,64 @@ def test_keepalives_and_idle_timeout_can_be_off() -> None:
     assert a.get_timer() is None
 
 
+LIVE = SessionConfig(ack_delay=1.0, response_timeout=4.0)
+
+
+def test_received_data_is_answered_within_the_ack_delay() -> None:
+    a, b = established_pair(LIVE)
+    a.send(b"one-way", 5.0)
+    deliver(a, b, 5.0)
+    assert received(b) == [b"one-way"]
+    assert b.get_timer() == 6.0  # the ack, long before the 10 s keepalive
+    b.handle_timer(6.0)
+    [ack] = b.datagrams_to_send()
+    assert len(ack) == TRANSPORT_OVERHEAD
+    assert a.receive(ack, 6.0)
+    # Answered: the sender's dead-path deadline is gone, the keepalive is what is left.
+    assert a.get_timer() == 15.0
+
+
+def test_anything_sent_back_counts_as_the_ack() -> None:
+    a, b = established_pair(LIVE)
+    a.send(b"ping", 5.0)
+    deliver(a, b, 5.0)
+    b.send(b"pong", 5.5)
+    deliver(b, a, 5.5)
+    b.handle_timer(6.0)
+    assert b.datagrams_to_send() == []  # no extra keepalive: the pong answered
+    assert b.stats.keepalives_sent == 1  # only the handshake's confirmation
+
+
+def test_a_dead_path_under_traffic_fails_after_the_response_timeout() -> None:
+    a, b = established_pair(LIVE)
+    a.send(b"first", 5.0)
+    a.send(b"second", 6.0)  # the deadline counts from the first unanswered one
+    a.datagrams_to_send()  # lost: the path died
+    assert a.get_timer() == 9.0
+    a.handle_timer(8.9)
+    assert drain(a) == []
+    a.handle_timer(9.0)
+    assert drain(a) == [
+        SessionFailed("no answer from the peer for 4 s after sending: the path is dead")
+    ]
+    assert b.is_established  # the receiver only sees silence (its idle timeout)
+
+
+def test_without_traffic_only_the_idle_timeout_ends_a_live_session() -> None:
+    a, _ = established_pair(LIVE)
+    fired = run_timers(a, until=100.0)
+    assert fired == [10.0, 20.0, 30.0]  # keepalives are not data: nothing awaits an answer
+
+
+def test_liveness_timers_are_validated() -> None:
+    with pytest.raises(ChannelError, match="ack_delay"):
+        SessionConfig(ack_delay=0)
+    with pytest.raises(ChannelError, match="response_timeout"):
+        SessionConfig(ack_delay=2.0, response_timeout=2.0)
+    with pytest.raises(ChannelError, match="response_timeout"):
+        SessionConfig(response_timeout=-1)
+
+
 # ---------------------------------------------------------------------------- fuzzing
 
 
