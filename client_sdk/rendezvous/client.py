@@ -510,10 +510,11 @@ class RendezvousClient:
     async def signal(
         self, to: str, data: Any, *, confirm: bool = True, timeout: float | None = 10.0
     ) -> None:
-        """Send ``data`` (JSON) to peer ``to``: returns once delivered (``confirm``),
-        ``RendezvousError`` code ``unreachable`` when ``to`` is connected nowhere,
-        ``disconnected`` when the socket closed before the outcome was known, ``timeout``.
-        Waits for a connection (within ``timeout``)."""
+        """Send ``data`` (JSON) to peer ``to``: returns once the server acknowledges it
+        ``delivered`` (``confirm``; else once it is queued), ``RendezvousError`` code
+        ``unreachable`` when ``to`` is connected nowhere, ``disconnected`` when the socket
+        closed before the outcome was known, ``timeout`` when neither came within
+        ``timeout`` seconds (connecting included)."""
         await self._on_socket(timeout, lambda s: s.signal(to, data, confirm=confirm))
 
     async def punch(

@@ -5,8 +5,9 @@ The protocol (README, "Signaling"): the server sends ``{"type": "challenge",
 over the challenge and ``WEBSOCKET_HELLO``) and gets ``{"type": "welcome", "peer_id"}``.
 Then ``signal`` messages go to other peers by peer id, ``punch``/``punch_accept`` broker a
 hole punch (the server answers both sides ``punch_now``), the server measures the round
-trip with ``{"type": "ping", "nonce"}`` (answered ``pong``), and a target connected
-nowhere gets the sender ``{"type": "error", "code": "unreachable", "to", "id"}``.
+trip with ``{"type": "ping", "nonce"}`` (answered ``pong``); a signal with an ``id``
+that reached its target gets the sender ``{"type": "delivered", "id", "to"}``, and a
+target connected nowhere gets it ``{"type": "error", "code": "unreachable", "to", "id"}``.
 
 Two layers:
 
@@ -17,15 +18,15 @@ Two layers:
 * ``SignalingSocket``: one authenticated aiohttp WebSocket running that core, with a
   bounded outgoing queue.
 
-**Delivery confirmation.** The server acknowledges nothing: a signal that reached its
-target is silent, one that did not gets ``unreachable`` back. The server handles one
-socket's messages in order and answers ``unreachable`` before it reads the next one, so
-after a burst of signals the socket sends itself a *barrier* (a signal to its own peer
-id with a reserved id): when the barrier comes back, every signal sent before it that got
-no error was delivered. So ``await socket.signal(...)`` returns once delivered or raises
-``RendezvousError("unreachable")``, at the cost of one self-addressed signal per burst
-(they count in the server's ``signals_total{outcome="relayed"}``). ``confirm=False``
-sends without waiting (an ``unreachable`` then arrives as a ``ServerError`` event).
+**Delivery confirmation.** The server answers every signal that carries an ``id``:
+``delivered`` once it was handed to the target (on another instance: published to the
+instance that holds it), else ``unreachable``. ``await socket.signal(...)`` sends its
+signal with an id and returns on ``delivered``, or raises ``RendezvousError
+("unreachable")``; it waits for nothing else (``RendezvousClient.signal`` bounds the wait
+with its ``timeout``). ``confirm=False`` sends without waiting; a signal without an id
+gets no acknowledgement (an ``unreachable`` then arrives as a ``ServerError`` event, and
+the answers to one sent with an explicit ``message_id`` arrive as ``Delivered`` or
+``ServerError`` events).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from client_sdk.rendezvous.http import (
 __all__ = [
     "MAX_SIGNAL_BYTES",
     "Challenge",
+    "Delivered",
     "IncomingSignal",
     "Ping",
     "ProtocolError",
@@ -113,6 +115,14 @@ class IncomingSignal:
 
 
 @dataclass(frozen=True, slots=True)
+class Delivered:
+    """The server handed our signal ``id`` to peer ``to``."""
+
+    id: str
+    to: str
+
+
+@dataclass(frozen=True, slots=True)
 class PunchRequest:
     """``sender`` asks to punch a hole with us; answer with ``punch_accept(sender, id,
     our candidates, peer_rtt_ms=rtt_ms)``."""
@@ -157,9 +167,11 @@ class ProtocolError:
 
 
 ServerMessage: TypeAlias = (
-    Challenge | Welcome | Ping | IncomingSignal | PunchRequest | PunchNow | ServerError
+    Challenge | Welcome | Ping | IncomingSignal | Delivered | PunchRequest | PunchNow | ServerError
 )
-SignalingEvent: TypeAlias = IncomingSignal | PunchRequest | PunchNow | ServerError | ProtocolError
+SignalingEvent: TypeAlias = (
+    IncomingSignal | Delivered | PunchRequest | PunchNow | ServerError | ProtocolError
+)
 
 
 class _Bad(ValueError):
@@ -208,6 +220,8 @@ def _parse(body: dict[str, Any]) -> ServerMessage:
         return IncomingSignal(
             _peer(body, "from"), _str(body, "id", MAX_ID, optional=True), body["data"]
         )
+    if kind == "delivered":
+        return Delivered(_str(body, "id", MAX_ID), _peer(body, "to"))
     if kind == "ping":
         return Ping(_str(body, "nonce", MAX_NONCE))
     if kind == "error":
@@ -354,28 +368,18 @@ class SignalingState:
     def __init__(self, peer_id: str) -> None:
         self.peer_id = peer_id
         self._pending: dict[str, tuple[Kind, str]] = {}  # id -> (kind, target peer)
-        self._unbarriered: list[str] = []  # confirmed signals written since the last barrier
-        self._barriers: dict[str, tuple[str, ...]] = {}  # barrier id -> signals it covers
         self._prefix = "nk." + secrets.token_hex(6) + "."
         self._ids = itertools.count(1)
 
     def new_id(self) -> str:
         return f"{self._prefix}{next(self._ids)}"
 
-    def is_barrier(self, message_id: str | None) -> bool:
-        return message_id is not None and message_id in self._barriers
-
     def snapshot(self) -> tuple[object, ...]:
         """Everything the state holds (tests compare it before and after a message)."""
-        return (
-            self.peer_id,
-            tuple(sorted(self._pending.items())),
-            tuple(self._unbarriered),
-            tuple(sorted(self._barriers.items())),
-        )
+        return (self.peer_id, tuple(sorted(self._pending.items())))
 
     def track(self, message_id: str, kind: Kind, to: str) -> None:
-        if message_id in self._pending or message_id in self._barriers:
+        if message_id in self._pending:
             raise ValueError(f"message id {message_id!r} is already waiting for an answer")
         self._pending[message_id] = (kind, to)
 
@@ -384,21 +388,6 @@ class SignalingState:
 
     def pending(self) -> list[str]:
         return list(self._pending)
-
-    def written(self, message_id: str) -> None:
-        """A tracked signal went out: the next barrier covers it."""
-        if message_id in self._pending:
-            self._unbarriered.append(message_id)
-
-    def needs_barrier(self) -> bool:
-        return any(i in self._pending for i in self._unbarriered)
-
-    def barrier(self) -> tuple[str, str]:
-        """(barrier id, the message to send) covering the signals written so far."""
-        barrier_id = self.new_id()
-        self._barriers[barrier_id] = tuple(self._unbarriered)
-        self._unbarriered.clear()
-        return barrier_id, signal_message(self.peer_id, barrier_id, None)
 
     def receive(self, text: str) -> Reaction:
         message = parse(text)
@@ -409,9 +398,11 @@ class SignalingState:
         if isinstance(message, Challenge | Welcome):
             kind = type(message).__name__.lower()
             return Reaction(events=(ProtocolError(f"unexpected {kind}", text[:200]),))
-        if isinstance(message, IncomingSignal):
-            if message.sender == self.peer_id and self.is_barrier(message.id):
-                return Reaction(settled=self._pass(message.id))
+        if isinstance(message, Delivered):
+            waiting = self._pending.get(message.id)
+            if waiting == (Kind.SIGNAL, message.to):
+                del self._pending[message.id]
+                return Reaction(settled=(Settled(message.id),))
             return Reaction(events=(message,))
         if isinstance(message, PunchNow):
             waiting = self._pending.get(message.id)
@@ -424,19 +415,7 @@ class SignalingState:
             if waiting is not None and message.to in (None, waiting[1]):
                 del self._pending[message.id]
                 return Reaction(settled=(Settled(message.id, error=message),))
-            if self.is_barrier(message.id):  # the barrier itself failed: no verdict
-                return Reaction(settled=self._pass(message.id, error=message))
         return Reaction(events=(message,))
-
-    def _pass(
-        self, barrier_id: str | None, error: ServerError | None = None
-    ) -> tuple[Settled, ...]:
-        covered = self._barriers.pop(barrier_id or "", ())
-        settled = []
-        for message_id in covered:
-            if self._pending.pop(message_id, None) is not None:
-                settled.append(Settled(message_id, error=error))
-        return tuple(settled)
 
 
 # -- the socket -------------------------------------------------------------------------
@@ -459,12 +438,6 @@ class CloseInfo:
 
     code: int | None
     reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Outgoing:
-    text: str
-    confirm: str | None = None  # the id of a tracked signal
 
 
 async def _next_text(ws: aiohttp.ClientWebSocketResponse) -> str:
@@ -503,7 +476,7 @@ class SignalingSocket:
         self.state = SignalingState(peer_id)
         self._ws = ws
         self._on_event = on_event
-        self._queue: asyncio.Queue[_Outgoing] = asyncio.Queue(maxsize=max(1, queue_size))
+        self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=max(1, queue_size))
         self._waiters: dict[str, asyncio.Future[Settled]] = {}
         loop = asyncio.get_running_loop()
         self._closed: asyncio.Future[CloseInfo] = loop.create_future()
@@ -595,18 +568,20 @@ class SignalingSocket:
         self, to: str, data: Any, *, message_id: str | None = None, confirm: bool = True
     ) -> None:
         """Send ``data`` (any JSON, at most 16 KiB encoded) to peer ``to``; with
-        ``confirm``, return once it was delivered, ``RendezvousError("unreachable")``
-        when the target is connected nowhere."""
+        ``confirm``, return once the server acknowledges it ``delivered``,
+        ``RendezvousError("unreachable")`` when the target is connected nowhere (no
+        timeout here: ``RendezvousClient.signal`` has one). Without ``confirm`` it is
+        sent with ``message_id`` as given (none: no acknowledgement comes)."""
         check_peer_id(to)
         message_id = _check_id(message_id) if message_id is not None else None
         if not confirm:
-            await self._put(_Outgoing(signal_message(to, message_id, data)))
+            await self._put(signal_message(to, message_id, data))
             if self.closed:  # it waited for room, and the socket closed meanwhile
                 raise RendezvousError("disconnected", "the socket closed", url=self.url)
             return
         message_id = message_id or self.state.new_id()
         text = signal_message(to, message_id, data)
-        settled = await self._request(message_id, Kind.SIGNAL, to, _Outgoing(text, message_id))
+        settled = await self._request(message_id, Kind.SIGNAL, to, text)
         self._raise(settled, to)
 
     async def punch(
@@ -617,7 +592,7 @@ class SignalingSocket:
         check_peer_id(to)
         message_id = _check_id(message_id) if message_id is not None else self.state.new_id()
         text = punch_message(to, message_id, candidates)
-        settled = await self._request(message_id, Kind.PUNCH, to, _Outgoing(text))
+        settled = await self._request(message_id, Kind.PUNCH, to, text)
         return self._go(settled, to)
 
     async def punch_accept(
@@ -626,7 +601,7 @@ class SignalingSocket:
         """Accept ``to``'s ``PunchRequest`` ``message_id``; our ``punch_now``."""
         check_peer_id(to)
         text = punch_accept_message(to, _check_id(message_id), candidates, peer_rtt_ms)
-        settled = await self._request(message_id, Kind.ACCEPT, to, _Outgoing(text))
+        settled = await self._request(message_id, Kind.ACCEPT, to, text)
         return self._go(settled, to)
 
     def _raise(self, settled: Settled, to: str) -> None:
@@ -640,36 +615,30 @@ class SignalingSocket:
             raise RendezvousError("protocol", "a punch settled without punch_now", url=self.url)
         return settled.punch_now
 
-    async def _request(self, message_id: str, kind: Kind, to: str, out: _Outgoing) -> Settled:
+    async def _request(self, message_id: str, kind: Kind, to: str, text: str) -> Settled:
         if self.closed:
             raise RendezvousError("disconnected", "the signaling socket is closed", url=self.url)
         self.state.track(message_id, kind, to)
         waiter: asyncio.Future[Settled] = asyncio.get_running_loop().create_future()
         self._waiters[message_id] = waiter
         try:
-            await self._put(out)
+            await self._put(text)
             return await waiter
         finally:
             self._waiters.pop(message_id, None)
             self.state.forget(message_id)
 
-    async def _put(self, out: _Outgoing) -> None:
+    async def _put(self, text: str) -> None:
         if self.closed:
             raise RendezvousError("disconnected", "the signaling socket is closed", url=self.url)
-        await self._queue.put(out)
+        await self._queue.put(text)
 
     # -- tasks ---------------------------------------------------------------------------
 
     async def _write(self) -> None:
         try:
             while True:
-                out = await self._queue.get()
-                await self._ws.send_str(out.text)
-                if out.confirm is not None:
-                    self.state.written(out.confirm)
-                if self._queue.empty() and self.state.needs_barrier():
-                    _, barrier = self.state.barrier()
-                    await self._ws.send_str(barrier)
+                await self._ws.send_str(await self._queue.get())
         except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
             log.info("signaling %s: write failed: %s", self.url, exc)
             await self._ws.close()
@@ -699,7 +668,7 @@ class SignalingSocket:
     def _react(self, reaction: Reaction) -> None:
         for reply in reaction.replies:
             with contextlib.suppress(asyncio.QueueFull):  # a full queue: skip this pong
-                self._queue.put_nowait(_Outgoing(reply))
+                self._queue.put_nowait(reply)
         for settled in reaction.settled:
             waiter = self._waiters.get(settled.id)
             if waiter is not None and not waiter.done():

@@ -59,7 +59,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             delivery = signaling.plan(connection, who, message.data)
             if delivery is not None:
                 reached = await hub.send(delivery.address, delivery.payload)
-                signaling.delivered(connection, delivery, reached)
+                signaling.outcome(connection, delivery, reached)
     except StoreError:
         connection.push(signaling.unavailable())
     finally:

@@ -2,7 +2,9 @@
 
 Server -> client: ``{"type": "challenge", "challenge"}`` on connect; ``{"type": "welcome",
 "peer_id"}`` once the hello checks out; ``{"type": "signal", "from", "id", "data"}``;
-``{"type": "error", "code", "message", "id"?, "to"?}``.
+``{"type": "delivered", "id", "to"}`` to the sender of a signal with an ``id`` once it
+was handed to its target; ``{"type": "error", "code", "message", "id"?, "to"?}`` (code
+``unreachable``: the target of a signal or punch is connected nowhere).
 
 Client -> server: ``{"type": "hello", "public_key", "signature"}`` (Ed25519 over the
 challenge and ``WEBSOCKET_HELLO``, see ``client_sdk.identity``), then ``{"type":
@@ -105,6 +107,12 @@ _SIGNAL_KEYS = frozenset(("type", "to", "id", "data"))
 _PEER_ID = re.compile(PEER_ID_PATTERN.strip("^$"))
 # What a relayed signal adds around its data: {"type":"signal","from":…,"id":…,"data":…}.
 _ENVELOPE = len('{"type":"signal","from":,"id":,"data":}')
+
+
+def delivered(message_id: str, to: str) -> str:
+    """The acknowledgement of the signal ``message_id``, handed to ``to`` (a checked peer
+    id: nothing to escape)."""
+    return '{"type":"delivered","id":' + _COMPACT.encode(message_id) + ',"to":"' + to + '"}'
 
 
 def signal(sender: str, message: Signal) -> bytes:

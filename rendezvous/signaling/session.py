@@ -8,8 +8,14 @@ embedded in another aiohttp server) and the lean listener on the API port
 2. ``hello(challenge, text)``: the peer id the client proved it holds, or ``Refused``;
 3. ``connection(...)``, registered with the hub, then ``welcome``;
 4. per message, ``plan`` (checks it and answers what needs no delivery: errors, pongs),
-   then the hub delivers, then ``delivered`` (counts it; an unreachable target gets an
-   explicit error, a punch_accept its own ``punch_now``).
+   then the hub delivers, then ``outcome`` (counts it and answers the sender: a target
+   connected nowhere gets it an ``unreachable`` error; a delivered signal with an ``id``
+   a ``delivered`` acknowledgement, a delivered punch_accept its own ``punch_now``).
+
+"Delivered" is exactly "not unreachable": the hub handed the message to the target's
+connection on this instance (in-process bus), or its publish reached an instance
+subscribed to the target (Redis: PUBLISH's receiver count). A socket's messages are
+handled in order, so its acknowledgements and errors come in the order it sent them.
 
 Nothing here waits: delivery is the front end's, with ``await hub.send`` or, on the
 in-process bus, ``hub.send_now``.
@@ -47,6 +53,7 @@ class Delivery(NamedTuple):
     id: str | None
     payload: bytes
     reply: str | None  # for the sender once delivered (a punch_accept's punch_now)
+    acknowledge: bool = False  # a signal with an id: the sender gets ``delivered``
 
 
 class Signaling:
@@ -155,7 +162,7 @@ class Signaling:
         fast = protocol.fast_signal(text, connection.peer_id)
         if fast is not None:
             to, message_id, payload = fast
-            return Delivery(who.address(to), to, message_id, payload, None)
+            return Delivery(who.address(to), to, message_id, payload, None, message_id is not None)
         try:
             message = protocol.ClientMessage.validate_json(text)
         except ValidationError as exc:
@@ -165,9 +172,10 @@ class Signaling:
             connection.pong(message.nonce)
             return None
         rtt = connection.rtt_ms if connection.rtt_ms is not None else punch.DEFAULT_RTT_MS
-        reply = None
+        reply, acknowledge = None, False
         if isinstance(message, protocol.Signal):
             payload = protocol.signal(connection.peer_id, message)
+            acknowledge = message.id is not None
         elif isinstance(message, protocol.Punch):
             payload = punch.request(connection.peer_id, message, rtt)
         elif isinstance(message, protocol.PunchAccept):
@@ -176,11 +184,16 @@ class Signaling:
         else:
             connection.push(protocol.error("invalid", "already authenticated"))
             return None
-        return Delivery(who.address(message.to), message.to, message.id, payload, reply)
+        address = who.address(message.to)
+        return Delivery(address, message.to, message.id, payload, reply, acknowledge)
 
-    def delivered(self, connection: Connection, delivery: Delivery, reached: bool) -> None:
+    def outcome(self, connection: Connection, delivery: Delivery, reached: bool) -> None:
+        """``delivery`` reached its target (``reached``) or is ``unreachable``: counted,
+        and the sender told what it asked to know."""
         if reached:
             self.relayed.inc()
+            if delivery.acknowledge and delivery.id is not None:
+                connection.push(protocol.delivered(delivery.id, delivery.to))
             if delivery.reply is not None:
                 connection.push(delivery.reply)
             return

@@ -175,7 +175,7 @@ class SignalingSocket(asyncio.Protocol):
         delivery = signaling.plan(connection, self._who, text)
         if delivery is not None:
             reached = signaling.hub.send_now(delivery.address, delivery.payload)
-            signaling.delivered(connection, delivery, reached)
+            signaling.outcome(connection, delivery, reached)
 
     async def _handle(self, text: str) -> None:
         """A message, on a networked bus."""
@@ -190,7 +190,7 @@ class SignalingSocket(asyncio.Protocol):
         delivery = signaling.plan(connection, self._who, text)
         if delivery is not None:
             reached = await signaling.hub.send(delivery.address, delivery.payload)
-            signaling.delivered(connection, delivery, reached)
+            signaling.outcome(connection, delivery, reached)
 
     async def _work(self, text: str) -> None:
         """Handle ``text`` and whatever queues behind it, in order, then end."""

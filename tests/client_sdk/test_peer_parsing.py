@@ -2,7 +2,8 @@
 messages (text, JSON, and messages of each known type with arbitrary fields), the HTTP
 answers (challenge, join, peers, pages, stats, TURN credentials) and ``Retry-After``.
 Nothing crashes the client; whatever is not understood is a ``ProtocolError`` event (or
-a ``bad_response`` error) and changes no state."""
+a ``bad_response`` error) and changes no state; an error or a ``delivered`` settles only
+the request it names."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from client_sdk.identity import Identity
 from client_sdk.rendezvous import RendezvousError, RendezvousHttp
 from client_sdk.rendezvous import http as http_module
 from client_sdk.rendezvous.signaling import (
-    IncomingSignal,
+    Delivered,
     Kind,
     ProtocolError,
     ServerError,
@@ -36,7 +37,7 @@ json_values = st.recursive(
     | st.integers()
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20)
-    | st.sampled_from([ME, THEM, "nk.x.1", "unreachable"]),
+    | st.sampled_from([ME, THEM, "nk.x.1", "unreachable", "s1", "p1"]),
     lambda children: (
         st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
     ),
@@ -58,7 +59,10 @@ FIELDS = [
     "challenge",
     "peer_id",
 ]
-TYPES = ["signal", "ping", "error", "punch", "punch_now", "challenge", "welcome", "hello", "x"]
+TYPES = [
+    *("signal", "delivered", "ping", "error", "punch", "punch_now"),
+    *("challenge", "welcome", "hello", "x"),
+]
 candidate = st.fixed_dictionaries(
     {"ip": st.sampled_from(["192.0.2.1", "::1", "", 7]), "port": st.integers(-1, 70000)},
     optional={"protocol": st.sampled_from(["udp", "tcp", "sctp"]), "type": json_values},
@@ -73,13 +77,10 @@ server_text = st.text(max_size=200) | json_values.map(json.dumps) | messages
 
 
 def busy_state() -> SignalingState:
-    """A socket's state with requests of every kind waiting, and a barrier out."""
+    """A socket's state with requests of every kind waiting."""
     state = SignalingState(ME)
     state.track("s1", Kind.SIGNAL, THEM)
-    state.written("s1")
-    state.barrier()
     state.track("s2", Kind.SIGNAL, THEM)
-    state.written("s2")
     state.track("p1", Kind.PUNCH, THEM)
     state.track("a1", Kind.ACCEPT, THEM)
     return state
@@ -123,23 +124,43 @@ def test_errors_settle_only_their_own_request(message_id: str, to: str | None) -
         assert isinstance(reaction.events[0], ServerError)
 
 
-def test_a_barrier_confirms_the_signals_before_it() -> None:
-    state = SignalingState(ME)
-    state.track("s1", Kind.SIGNAL, THEM)
-    state.written("s1")
-    barrier_id, barrier = state.barrier()
-    assert json.loads(barrier) == {"type": "signal", "to": ME, "id": barrier_id, "data": None}
-    state.track("s2", Kind.SIGNAL, THEM)
-    state.written("s2")
-    # Someone else cannot confirm with our barrier id: it is an ordinary signal.
-    forged = {"type": "signal", "from": THEM, "id": barrier_id, "data": None}
-    assert isinstance(state.receive(json.dumps(forged)).events[0], IncomingSignal)
-    echo = {"type": "signal", "from": ME, "id": barrier_id, "data": None}
-    reaction = state.receive(json.dumps(echo))
-    assert [(s.id, s.error) for s in reaction.settled] == [("s1", None)]
-    assert reaction.events == ()
-    assert state.pending() == ["s2"]  # s2 waits for the next barrier
-    assert state.needs_barrier()
+@given(st.sampled_from(["s1", "s2", "p1", "a1", "zz"]), st.sampled_from([THEM, ME]))
+def test_delivered_settles_only_its_own_signal(message_id: str, to: str) -> None:
+    state = busy_state()
+    body = {"type": "delivered", "id": message_id, "to": to}
+    reaction = state.receive(json.dumps(body))
+    if message_id in ("s1", "s2") and to == THEM:
+        [settled] = reaction.settled
+        assert (settled.id, settled.error, settled.punch_now) == (message_id, None, None)
+        assert reaction.events == ()
+        assert message_id not in state.pending()
+    else:  # not ours to settle (a punch, someone else, nobody waits): an event
+        assert reaction.settled == ()
+        assert reaction.events == (Delivered(message_id, to),)
+        assert len(state.pending()) == 4
+    assert reaction.replies == ()
+
+
+def test_delivered_needs_an_id_and_a_peer() -> None:
+    state = busy_state()
+    before = state.snapshot()
+    for body in (
+        {"type": "delivered", "to": THEM},
+        {"type": "delivered", "id": None, "to": THEM},
+        {"type": "delivered", "id": 7, "to": THEM},
+        {"type": "delivered", "id": "x" * 65, "to": THEM},
+        {"type": "delivered", "id": "s1"},
+        {"type": "delivered", "id": "s1", "to": "them"},
+        {"type": "delivered", "id": "s1", "to": [THEM]},
+    ):
+        assert isinstance(parse(json.dumps(body)), ProtocolError)
+        reaction = state.receive(json.dumps(body))
+        assert isinstance(reaction.events[0], ProtocolError)
+        assert reaction.settled == ()
+    assert state.snapshot() == before
+    assert parse(json.dumps({"type": "delivered", "id": "s1", "to": THEM, "x": 1})) == Delivered(
+        "s1", THEM
+    )
 
 
 def test_ping_is_answered_with_its_nonce() -> None:

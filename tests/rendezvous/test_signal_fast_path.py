@@ -1,6 +1,7 @@
 """``protocol.fast_signal`` (the hand-checked common case) against the pydantic
 ``ClientMessage`` model it shortcuts: whatever the fast path accepts, the model accepts
-too and relays as the very same bytes; the ordinary signals take the fast path."""
+too and relays as the very same bytes; the ordinary signals take the fast path. And the
+hand-built acknowledgement (``protocol.delivered``) is the JSON it says."""
 
 from __future__ import annotations
 
@@ -82,3 +83,9 @@ def test_the_size_limit_is_the_models() -> None:
     over = json.dumps({"type": "signal", "to": PEER, "data": "x" * (protocol.MAX_SIGNAL_BYTES - 1)})
     assert protocol.fast_signal(over, SENDER) is None
     assert by_the_model(over) is None
+
+
+@given(st.text(max_size=64))
+def test_the_acknowledgement_is_json_naming_the_signal(message_id: str) -> None:
+    acknowledgement = json.loads(protocol.delivered(message_id, PEER))
+    assert acknowledgement == {"type": "delivered", "id": message_id, "to": PEER}

@@ -1,6 +1,8 @@
 """WebSocket signaling on real servers: two instances on one real Redis, where a peer on
-one signals a peer on the other; an unreachable target gets an error back; bad hellos,
-oversized signals, replaced sockets, slow readers and shutdown each get their answer."""
+one signals a peer on the other; a signal with an id is acknowledged ``delivered``, an
+unreachable target gets an error back, both in the order the signals were sent; bad
+hellos, oversized signals, replaced sockets, slow readers and shutdown each get their
+answer."""
 
 from __future__ import annotations
 
@@ -96,16 +98,118 @@ async def test_signals_cross_instances(two_instances: tuple[TestClient[Any, Any]
     await to_alice.send_json({"type": "signal", "to": bob.peer_id, "id": "1", "data": offer})
     got = await receive(to_bob)
     assert got == {"type": "signal", "from": alice.peer_id, "id": "1", "data": offer}
+    # The publish reached bob's instance: alice is told.
+    assert await receive(to_alice) == {"type": "delivered", "id": "1", "to": bob.peer_id}
     await to_bob.send_json({"type": "signal", "to": alice.peer_id, "data": {"answer": True}})
     back = await receive(to_alice)
     assert back == {"type": "signal", "from": bob.peer_id, "id": None, "data": {"answer": True}}
+    # No id, no acknowledgement: the next thing bob hears is his own echo.
+    await to_bob.send_json({"type": "signal", "to": bob.peer_id, "data": "echo"})
+    assert (await receive(to_bob))["data"] == "echo"
     # Once bob leaves, signalling him is an explicit error, not silence.
     await to_bob.close()
     await asyncio.sleep(0.2)
     await to_alice.send_json({"type": "signal", "to": bob.peer_id, "id": "2", "data": 1})
     error = await receive(to_alice)
     assert (error["code"], error["to"], error["id"]) == ("unreachable", bob.peer_id, "2")
+    await to_alice.send_json({"type": "signal", "to": alice.peer_id, "data": "echo"})
+    assert (await receive(to_alice))["data"] == "echo"  # and no "delivered" for "2"
     await to_alice.close()
+
+
+async def test_acknowledgements_cross_instances_in_order(
+    two_instances: tuple[TestClient[Any, Any], ...],
+) -> None:
+    first, second = two_instances
+    alice, bob = Identity.generate(), Identity.generate()
+    to_alice, to_bob = await connect(first, alice), await connect(second, bob)
+    nobody = Identity.generate().peer_id
+    for n in range(10):
+        target = bob.peer_id if n % 2 == 0 else nobody
+        await to_alice.send_json({"type": "signal", "to": target, "id": str(n), "data": n})
+    for n in range(10):
+        answer = await receive(to_alice)
+        if n % 2 == 0:
+            assert answer == {"type": "delivered", "id": str(n), "to": bob.peer_id}
+        else:
+            assert (answer["type"], answer["code"], answer["id"]) == (
+                "error",
+                "unreachable",
+                str(n),
+            )
+    assert [(await receive(to_bob))["data"] for _ in range(5)] == [0, 2, 4, 6, 8]
+    await to_alice.close()
+    await to_bob.close()
+
+
+async def test_signals_with_an_id_are_acknowledged(instance: TestClient[Any, Any]) -> None:
+    alice, bob = Identity.generate(), Identity.generate()
+    to_alice, to_bob = await connect(instance, alice), await connect(instance, bob)
+    nobody = Identity.generate().peer_id
+
+    async def nothing_more(ws: WS, me: Identity) -> None:
+        """Nothing is waiting for ``ws``: a signal to oneself is the next message."""
+        await ws.send_json({"type": "signal", "to": me.peer_id, "data": "marker"})
+        assert await receive(ws) == {
+            "type": "signal",
+            "from": me.peer_id,
+            "id": None,
+            "data": "marker",
+        }
+
+    # With an id, to a connected peer: relayed, then acknowledged (fast path and model).
+    for text in (
+        json.dumps({"type": "signal", "to": bob.peer_id, "id": "a1", "data": {"sdp": "v=0"}}),
+        json.dumps({"id": "a2", "data": [1], "to": bob.peer_id, "type": "signal"}, indent=1),
+    ):
+        await to_alice.send_str(text)
+        expected_id = json.loads(text)["id"]
+        assert (await receive(to_bob))["id"] == expected_id
+        assert await receive(to_alice) == {
+            "type": "delivered",
+            "id": expected_id,
+            "to": bob.peer_id,
+        }
+    # Without an id: relayed, not acknowledged.
+    await to_alice.send_json({"type": "signal", "to": bob.peer_id, "data": "quiet"})
+    assert (await receive(to_bob))["data"] == "quiet"
+    await nothing_more(to_alice, alice)
+    # To nobody: unreachable, and no acknowledgement after it.
+    await to_alice.send_json({"type": "signal", "to": nobody, "id": "a3", "data": 1})
+    error = await receive(to_alice)
+    assert (error["type"], error["code"], error["to"], error["id"]) == (
+        "error",
+        "unreachable",
+        nobody,
+        "a3",
+    )
+    await nothing_more(to_alice, alice)
+    # To oneself: the signal and its acknowledgement (on Redis, the publish is
+    # acknowledged once it reached the subscribed instance, maybe before it came back).
+    await to_alice.send_json({"type": "signal", "to": alice.peer_id, "id": "a4", "data": 4})
+    both = sorted([await receive(to_alice), await receive(to_alice)], key=lambda m: m["type"])
+    assert both == [
+        {"type": "delivered", "id": "a4", "to": alice.peer_id},
+        {"type": "signal", "from": alice.peer_id, "id": "a4", "data": 4},
+    ]
+    # A burst: every answer, in the order sent.
+    for n in range(20):
+        target = bob.peer_id if n % 3 else nobody
+        await to_alice.send_json({"type": "signal", "to": target, "id": f"b{n}", "data": n})
+    for n in range(20):
+        answer = await receive(to_alice)
+        assert answer["id"] == f"b{n}"
+        assert answer["type"] == ("delivered" if n % 3 else "error")
+    assert [(await receive(to_bob))["data"] for n in range(20) if n % 3] == [
+        n for n in range(20) if n % 3
+    ]
+    await nothing_more(to_alice, alice)
+    # Punches are answered by their punch_now, never acknowledged.
+    await to_alice.send_json({"type": "punch", "to": bob.peer_id, "id": "p", "candidates": []})
+    assert (await receive(to_bob))["type"] == "punch"
+    await nothing_more(to_alice, alice)
+    await to_alice.close()
+    await to_bob.close()
 
 
 async def test_unknown_target_and_bad_messages(instance: TestClient[Any, Any]) -> None:
@@ -210,6 +314,8 @@ async def test_signals_cross_instances_on_a_redis_cluster(redis_cluster_url: str
         to_alice, to_bob = await connect(first, alice), await connect(second, bob)
         await to_alice.send_json({"type": "signal", "to": bob.peer_id, "data": "via cluster"})
         assert (await receive(to_bob))["data"] == "via cluster"
+        await to_alice.send_json({"type": "signal", "to": bob.peer_id, "id": "c", "data": 1})
+        assert await receive(to_alice) == {"type": "delivered", "id": "c", "to": bob.peer_id}
         await to_alice.send_json({"type": "signal", "to": Identity.generate().peer_id, "data": 0})
         assert (await receive(to_alice))["code"] == "unreachable"
         await to_alice.close()
