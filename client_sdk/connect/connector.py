@@ -21,6 +21,10 @@ The procedure (the rendezvous side is ``rendezvous/signaling/punch.py``, DCUtR-s
    start both punches: the direct one toward the peer's host and reflexive candidates
    (``client_sdk.connect.punch``: the Noise handshake to every candidate, first
    authenticated answer fixes the path), the relay one from our allocation to the peer's.
+   When exactly one side's mapping varies by destination (it offered two reflexive
+   addresses with different ports: ``candidates.mapping_varies``), both sides also run
+   port prediction (``client_sdk.connect.predict``): the hard side sends from many
+   sockets, the easy side sprays probes at random ports of the hard side's address.
 4. **The choice.** A direct path wins at once. When the relay path is up first, the
    direct punch gets ``direct_grace`` more seconds; without a direct path by then the
    connection starts on the relay, and the direct punch goes on looking until its own
@@ -64,6 +68,7 @@ from client_sdk.connect.connection import (
     PathKind,
     PeerConnection,
 )
+from client_sdk.connect.predict import arrange
 from client_sdk.connect.punch import Punch, PunchConfig
 from client_sdk.connect.relay import RelaySocket, relay_targets, turn_servers
 from client_sdk.connect.udp import ConnectivitySocket, Link
@@ -110,6 +115,7 @@ class _Attempt:
 
     peer_id: str
     started: float
+    mine: list[Candidate] = field(default_factory=list)  # what we offered the peer
     links: dict[PathKind, Link] = field(default_factory=dict)
     failures: dict[PathKind, str] = field(default_factory=dict)
 
@@ -248,6 +254,7 @@ class Connector:
             raise ConnectError(str(exc)) from None
         if not attempt.links:
             raise ConnectError("nothing to try: direct paths are off and no relay is available")
+        attempt.mine = mine
         return attempt, mine
 
     # -- finding a path --------------------------------------------------------------------
@@ -259,7 +266,12 @@ class Connector:
         targets = {"direct": punch_targets(theirs), "relay": relay_targets(theirs)}
         for kind, link in list(attempt.links.items()):
             if targets[kind]:
-                link.start(targets[kind])
+                # One side's mapping varies by destination, the other's does not: the hard
+                # side fans out over many sockets, the easy one sprays (``predict``).
+                spray = (
+                    arrange(link, attempt.mine, theirs, self.config) if kind == "direct" else None
+                )
+                link.start(targets[kind], spray)
             else:
                 attempt.failures[kind] = f"the peer offered no {kind} candidate"
                 link.close(attempt.failures[kind])

@@ -45,19 +45,37 @@ new public port toward us, which no candidate names; its probes reveal it. The i
 through the hole the peer's NAT opened. The claim is unauthenticated, so a forger can only
 add a few probe destinations; the handshake still decides who the peer is.
 
+**Port prediction: the spray** (the "birthday paradox" of Tailscale's "How NAT
+traversal works", https://tailscale.com/blog/how-nat-traversal-works). Against a peer
+whose NAT maps per destination (RFC 4787 §4.1; ``candidates.mapping_varies``) while ours
+does not, the peer opens many mappings toward our reflexive address (``predict.SocketFan``)
+and ``start(..., spray=Spray(ip))`` also sends the current probe to distinct random ports
+of its public IP (1024-65535, not the ports already targeted): at most ``Spray.probes``,
+at most ``Spray.rate`` a second (a token bucket holding ``rate x SPRAY_TICK`` probes, at
+least one), for at most ``Spray.duration`` (and never past the punch's ``timeout``),
+stopping as soon as the session is established or the punch ends. A probe that lands on
+one of the peer's mappings reaches its socket, and the handshake goes on as above: its
+answers leave through that mapping, which our NAT lets in because we sent to exactly that
+port. Nothing changes in what fixes the path: a sprayed port is only a destination, never
+a target (it does not count against ``MAX_PEER_REFLEXIVE``); the peer's address is learnt
+only from its own message 1 or authenticated answers.
+
 Cost: with ``T`` targets a punch that finds nothing sends ``T x len(probe_times)``
 201-byte datagrams (16 x 60 at most with the defaults, plus the peer-reflexive ones), the
-bound on what a peer lying about its candidates can make us send to a third party.
+bound on what a peer lying about its candidates can make us send to a third party. A
+spray adds at most ``Spray.probes`` (2048 with the defaults: ~410 kB over ~2 s at 1000 a
+second) to the one IP the peer's candidates named.
 """
 
 from __future__ import annotations
 
+import random
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from client_sdk.connect.candidates import Address
+from client_sdk.connect.candidates import Address, usable_ipv4
 from client_sdk.identity import Identity
 from client_sdk.secure.handshake import ChannelError, peek_msg1
 from client_sdk.secure.session import (
@@ -73,9 +91,16 @@ from client_sdk.secure.session import (
 )
 
 MAX_PEER_REFLEXIVE = 4
+SPRAY_PORTS = range(1024, 65536)  # where NATs put mappings (Linux: 1024-65535)
+SPRAY_TICK = 0.01  # seconds between spray batches at high rates
+MAX_PREDICT_SOCKETS = 1024
 
 __all__ = [
+    "ACK_DELAY",
     "MAX_PEER_REFLEXIVE",
+    "MAX_PREDICT_SOCKETS",
+    "SPRAY_PORTS",
+    "SPRAY_TICK",
     "PathFound",
     "Punch",
     "PunchConfig",
@@ -83,8 +108,12 @@ __all__ = [
     "PunchFailed",
     "PunchState",
     "Received",
+    "Spray",
     "probe_times",
 ]
+
+
+ACK_DELAY = 1.0  # seconds within which a path answers data (SessionConfig.ack_delay)
 
 
 @dataclass(frozen=True)
@@ -93,7 +122,20 @@ class PunchConfig:
     moment both sides start. ``keepalive``: the longest silence we keep on a path (NAT
     UDP mappings commonly live 30 s or more once used both ways; 25 s is under that).
     ``idle_timeout``: a connection that hears nothing that long is dead (None: three
-    keepalive intervals)."""
+    keepalive intervals). ``dead_after``: a path that answers nothing that long after we
+    sent data is dead (data is answered within ``ACK_DELAY``, unanswered data followed
+    by pings; ``SecureSession``'s liveness), so a connection falls back to its relay
+    path within seconds; None: only the idle timeout.
+
+    Port prediction (``client_sdk.connect.predict``; used only when exactly one side's
+    NAT maps per destination): the hard side opens ``predict_sockets`` extra UDP sockets
+    (0: never) and sends the probe from each of them to each of the easy side's (at most
+    two) reflexive addresses at most once per ``predict_refresh`` seconds -- at most
+    ``predict_sockets x 2 x ceil(timeout / predict_refresh)`` extra datagrams (2560 with
+    the defaults); the easy side sends at most ``predict_probes`` probes (0: never spray)
+    to random ports of the hard side's IP, at most ``predict_rate`` a second, within the
+    punch ``timeout``. With 256 mappings among ~64,500 ports each probe hits with
+    probability ~1/252; 2048 probes miss all of them with probability ~0.03 %."""
 
     timeout: float = 5.0
     fast_interval: float = 0.05
@@ -101,6 +143,11 @@ class PunchConfig:
     slow_interval: float = 0.1
     keepalive: float = 25.0
     idle_timeout: float | None = None
+    dead_after: float | None = 8.0
+    predict_sockets: int = 256
+    predict_probes: int = 2048
+    predict_rate: float = 1000.0
+    predict_refresh: float = 1.0
 
     def __post_init__(self) -> None:
         if self.timeout <= 0:
@@ -113,6 +160,16 @@ class PunchConfig:
             raise ValueError("keepalive must be positive")
         if self.idle_timeout is not None and self.idle_timeout <= self.keepalive:
             raise ValueError("idle_timeout must be longer than keepalive")
+        if self.dead_after is not None and self.dead_after <= 4 * ACK_DELAY:
+            raise ValueError(f"dead_after must be longer than {4 * ACK_DELAY:g} s (two pings)")
+        if not 0 <= self.predict_sockets <= MAX_PREDICT_SOCKETS:
+            raise ValueError(f"predict_sockets must be 0 to {MAX_PREDICT_SOCKETS}")
+        if not 0 <= self.predict_probes <= len(SPRAY_PORTS):
+            raise ValueError(f"predict_probes must be 0 to {len(SPRAY_PORTS)}")
+        if not self.predict_rate > 0:
+            raise ValueError("predict_rate must be positive")
+        if not self.predict_refresh > 0:
+            raise ValueError("predict_refresh must be positive")
 
     @property
     def idle(self) -> float:
@@ -129,6 +186,8 @@ class PunchConfig:
             handshake_timeout=self.timeout + 1.0,
             keepalive_interval=self.keepalive,
             idle_timeout=self.idle,
+            ack_delay=ACK_DELAY if self.dead_after is not None else None,
+            response_timeout=self.dead_after,
         )
 
 
@@ -141,6 +200,55 @@ def probe_times(config: PunchConfig) -> tuple[float, ...]:
         times.append(round(at, 6))
         at += config.fast_interval if at < config.fast_for - 1e-9 else config.slow_interval
     return tuple(times)
+
+
+@dataclass(frozen=True)
+class Spray:
+    """Probes to random ports of ``ip``, the hard peer's public IP (see the module
+    docstring): at most ``probes``, at most ``rate`` a second, for at most ``duration``
+    seconds from the start (None: the punch's timeout)."""
+
+    ip: str
+    probes: int = 2048
+    rate: float = 1000.0
+    duration: float | None = None
+
+    def __post_init__(self) -> None:
+        address = usable_ipv4(self.ip) if isinstance(self.ip, str) else None
+        if address is None or str(address) != self.ip:
+            raise ValueError(f"cannot spray {self.ip!r}: not a usable IPv4 address")
+        if not 0 < self.probes <= len(SPRAY_PORTS):
+            raise ValueError(f"probes must be 1 to {len(SPRAY_PORTS)}")
+        if not self.rate > 0:
+            raise ValueError("rate must be positive")
+        if self.duration is not None and not self.duration > 0:
+            raise ValueError("duration must be positive")
+
+    @classmethod
+    def from_config(cls, ip: str, config: PunchConfig) -> Spray:
+        return cls(ip, config.predict_probes, config.predict_rate)
+
+
+class _PortDraw:
+    """Distinct random ports of ``SPRAY_PORTS`` not in ``exclude``: a Fisher-Yates
+    shuffle done lazily (the swaps kept in a dict), O(1) a draw."""
+
+    def __init__(self, rng: random.Random, exclude: Collection[int]) -> None:
+        self._rng = rng
+        self._left = len(SPRAY_PORTS)
+        self._swaps: dict[int, int] = {}
+        self._exclude = frozenset(exclude)
+
+    def next(self) -> int | None:
+        while self._left > 0:
+            pick = self._rng.randrange(self._left)
+            self._left -= 1
+            value = self._swaps.get(pick, pick)
+            self._swaps[pick] = self._swaps.pop(self._left, self._left)
+            port = SPRAY_PORTS[value]
+            if port not in self._exclude:
+                return port
+        return None
 
 
 class PunchState(Enum):
@@ -205,6 +313,13 @@ class Punch:
         self._response_sent_at: dict[Address, float] = {}
         self._finish_sent_at: float | None = None
         self._peer_reflexive = 0  # targets learnt from the peer's own probes
+        self.sprayed = 0  # spray datagrams sent (see Spray)
+        self._spray: Spray | None = None  # while spraying
+        self._spray_draw: _PortDraw | None = None
+        self._spray_at: float | None = None  # the next batch
+        self._spray_last = 0.0
+        self._spray_tokens = 0.0
+        self._spray_until = 0.0
 
     @property
     def local_index(self) -> int:
@@ -220,9 +335,18 @@ class Punch:
 
     # -- inputs ----------------------------------------------------------------------------
 
-    def start(self, now: float, targets: Sequence[Address]) -> None:
+    def start(
+        self,
+        now: float,
+        targets: Sequence[Address],
+        spray: Spray | None = None,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
         """Begin punching toward ``targets`` (the peer's candidate addresses, see
-        ``candidates.punch_targets``): the first probes go out at once."""
+        ``candidates.punch_targets``): the first probes go out at once. ``spray``: port
+        prediction toward a hard peer (see the module docstring), its ports drawn from
+        ``rng`` (default: the system's random source)."""
         if self.state is not PunchState.WAITING:
             raise ChannelError(f"start() on a punch that is {self.state.value}")
         self.targets = tuple(targets)
@@ -233,7 +357,16 @@ class Punch:
         if not self.targets:
             self._fail("the peer offered no usable candidate")
             return
+        if spray is not None:
+            taken = {port for ip, port in self.targets if ip == spray.ip}
+            self._spray = spray
+            self._spray_draw = _PortDraw(rng if rng is not None else random.SystemRandom(), taken)
+            self._spray_at = self._spray_last = now
+            self._spray_tokens = self._spray_burst(spray)
+            duration = self.config.timeout if spray.duration is None else spray.duration
+            self._spray_until = now + min(duration, self.config.timeout)
         self._send_due_probes(now)
+        self._spray_due(now)
 
     def receive(self, datagram: bytes, addr: Address, now: float) -> bool:
         """One datagram from ``addr``; True if it authenticated and was used. Never
@@ -278,6 +411,8 @@ class Punch:
                 deadlines.append(self.started_at + self.config.timeout)
             if self._next_probe < len(self._schedule) and not self.session.is_established:
                 deadlines.append(self.started_at + self._schedule[self._next_probe])
+            if self._spray_at is not None and not self.session.is_established:
+                deadlines.append(self._spray_at)
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> None:
@@ -286,12 +421,15 @@ class Punch:
         if self.state is PunchState.PUNCHING and not self.session.is_established:
             deadline = self.deadline
             if deadline is not None and now >= deadline:
+                sprayed = f", {self.sprayed} sprayed" if self.sprayed else ""
                 self._fail(
                     f"no direct path to {self.remote_peer_id} within {self.config.timeout:g} s "
-                    f"({len(self.targets)} candidate address(es), {self.probes_sent} probes)"
+                    f"({len(self.targets)} candidate address(es), {self.probes_sent} probes"
+                    f"{sprayed})"
                 )
                 return
             self._send_due_probes(now)
+            self._spray_due(now)
         self.session.handle_timer(now)
         self._collect(now, None)
 
@@ -321,6 +459,48 @@ class Punch:
             self.probes_sent += 1
             for target in self.targets:
                 self._out.append((self._probe, target))
+
+    @staticmethod
+    def _spray_burst(spray: Spray) -> float:
+        return max(1.0, spray.rate * SPRAY_TICK)
+
+    def _spray_due(self, now: float) -> None:
+        """Send the spray's due batch (a token bucket: ``rate`` a second, holding
+        ``_spray_burst``), or end the spray."""
+        spray, draw = self._spray, self._spray_draw
+        if spray is None or draw is None or self._spray_at is None:
+            return
+        if (
+            self.state is not PunchState.PUNCHING
+            or self.session.is_established
+            or now >= self._spray_until
+            or self.sprayed >= spray.probes
+        ):
+            self._end_spray()
+            return
+        if self._probe is None or now + 1e-9 < self._spray_at:
+            return
+        burst = self._spray_burst(spray)
+        tokens = min(burst, self._spray_tokens + (now - self._spray_last) * spray.rate)
+        self._spray_last = now
+        batch = min(int(tokens + 1e-9), spray.probes - self.sprayed)
+        for _ in range(batch):
+            port = draw.next()
+            if port is None:  # every port tried
+                self._end_spray()
+                return
+            self._out.append((self._probe, (spray.ip, port)))
+            self.sprayed += 1
+        self._spray_tokens = tokens - batch
+        if self.sprayed >= spray.probes:
+            self._end_spray()
+            return
+        self._spray_at = now + max(SPRAY_TICK, (1.0 - self._spray_tokens) / spray.rate)
+
+    def _end_spray(self) -> None:
+        self._spray = None
+        self._spray_draw = None
+        self._spray_at = None
 
     def _collect(self, now: float, reply_to: Address | None, source: Address | None = None) -> None:
         """Route what the session queued, and act on its events."""
@@ -371,12 +551,14 @@ class Punch:
             self._out.append((self._probe, addr))
 
     def _found(self, addr: Address, rtt: float) -> None:
+        self._end_spray()
         self.state = PunchState.CONNECTED
         self.addr = addr
         self.rtt = max(rtt, 0.0)
         self._events.append(PathFound(addr, self.rtt))
 
     def _fail(self, reason: str) -> None:
+        self._end_spray()
         self.state = PunchState.FAILED
         self.session.close()
         self._out.clear()

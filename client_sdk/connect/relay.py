@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qs
 
-from client_sdk.connect.candidates import Address, _usable_ipv4
+from client_sdk.connect.candidates import Address, addresses_of
 from client_sdk.connect.udp import ConnectivitySocket
 from client_sdk.rendezvous.http import Candidate
 
@@ -113,24 +113,8 @@ def turn_servers(uris: Sequence[str], *, udp_first: bool = True) -> list[TurnSer
 
 def relay_targets(candidates: Sequence[Any]) -> tuple[Address, ...]:
     """The relayed addresses among a peer's ``candidates`` (from the network): UDP,
-    type ``relay``, a usable IPv4 address and port; at most ``MAX_RELAY_TARGETS``."""
-    targets: list[Address] = []
-    for candidate in candidates:
-        if not isinstance(candidate, Candidate) or candidate.type != "relay":
-            continue
-        if candidate.protocol != "udp" or not isinstance(candidate.ip, str):
-            continue
-        if not isinstance(candidate.port, int) or not 0 < candidate.port < 65536:
-            continue
-        address = _usable_ipv4(candidate.ip)
-        if address is None:
-            continue
-        target = (str(address), candidate.port)
-        if target not in targets:
-            targets.append(target)
-        if len(targets) == MAX_RELAY_TARGETS:
-            break
-    return tuple(targets)
+    type ``relay``, checked as every candidate is; at most ``MAX_RELAY_TARGETS``."""
+    return addresses_of(candidates, ("relay",), MAX_RELAY_TARGETS)
 
 
 class _Receiver(asyncio.DatagramProtocol):

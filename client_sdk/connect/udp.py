@@ -5,15 +5,19 @@ path's datagrams (asyncio shim over ``client_sdk.connect.punch``).
 ``bind_random_port``). Received datagrams go, in order, to:
 
 1. the STUN client (``client_sdk.netcheck.transport.ProbeSocket.attach``): a Binding
-   response to a transaction it is waiting for -- how ``reflexive_address`` learns this
-   socket's own server-reflexive address;
+   response to a transaction it is waiting for -- how ``reflexive_addresses`` learns this
+   socket's own server-reflexive addresses (from each server, and from a server's RFC
+   5780 OTHER-ADDRESS too: behind a NAT that maps per destination the two differ, which
+   is how the peer learns we are "hard", ``candidates.mapping_varies``);
 2. a ``Punch`` by the secure channel's header: a message 1 to the punch expecting that
    peer id (so only peers we are punching with get an answer: an unsolicited message 1
    is dropped), anything else by the receiver index (our session's own index).
 
 Everything else is dropped. Each punch's timers run on the event loop (``call_at``), as
 ``SecureEndpoint`` does for its sessions; ``Link`` is that driver, and what a
-``PeerConnection`` on a direct path talks to.
+``PeerConnection`` on a direct path talks to. A link's ``owner`` (``LinkOwner``) carries
+its datagrams: the connectivity socket, a ``RelaySocket``, or a ``predict.SocketFan``
+that adopted it (port prediction: the link's datagrams then also use the fan's sockets).
 """
 
 from __future__ import annotations
@@ -21,19 +25,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import socket
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Literal, Protocol
 
-from client_sdk.connect.candidates import Address
-from client_sdk.connect.punch import PathFound, Punch, PunchFailed, Received
+from client_sdk.connect.candidates import Address, usable_ipv4
+from client_sdk.connect.punch import PathFound, Punch, PunchFailed, Received, Spray
 from client_sdk.netcheck.stun import binding_request, new_transaction_id
 from client_sdk.netcheck.transport import DEFAULT_SCHEDULE, ProbeSocket, Schedule, bind_random_port
 from client_sdk.secure.session import MessageType, initiation_peer_id, parse_header
 
-__all__ = ["ConnectivitySocket", "Link"]
+__all__ = ["OTHER_SCHEDULE", "ConnectivitySocket", "Link", "LinkOwner"]
 
 log = logging.getLogger(__name__)
+
+# Asking a server's OTHER-ADDRESS, once its main address answered: 0 and 0.25 s, give up
+# at 0.5 s (a silent alternate delays the candidates by that much at most).
+OTHER_SCHEDULE = Schedule.rto(0.25, 2, 0.25)
+
+
+class LinkOwner(Protocol):
+    """What a ``Link`` needs from whoever carries its datagrams."""
+
+    def now(self) -> float:
+        """The event loop's clock."""
+        ...
+
+    def sendto(self, datagram: bytes, addr: Address) -> None:
+        """Send (best effort, never raises)."""
+        ...
+
+    def _settled(self, link: Link) -> None:
+        """The link found its path (message 1s are no longer for it)."""
+        ...
+
+    def _forget(self, link: Link) -> None:
+        """The link ended: route nothing more to it."""
+        ...
 
 
 class Link:
@@ -41,8 +70,8 @@ class Link:
     timer, and turns its events into futures and a receive queue. A ``PathLink`` of
     kind ``"direct"`` (``client_sdk.connect.connection``)."""
 
-    def __init__(self, owner: ConnectivitySocket, punch: Punch) -> None:
-        self.owner = owner
+    def __init__(self, owner: LinkOwner, punch: Punch) -> None:
+        self.owner: LinkOwner = owner
         self.punch = punch
         loop = asyncio.get_running_loop()
         self.found: asyncio.Future[PathFound] = loop.create_future()
@@ -50,6 +79,9 @@ class Link:
         self.inbox_dropped = 0
         self.failure: str | None = None
         self.on_closed: Callable[[str], None] | None = None
+        # Told (source, socket) of every datagram routed here, before the punch sees it
+        # (a SocketFan learns which of its sockets hears which address).
+        self.tap: Callable[[Address, object], None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
 
@@ -73,8 +105,16 @@ class Link:
     def max_payload(self) -> int:
         return self.punch.max_payload
 
-    def start(self, targets: Sequence[Address]) -> None:
-        self.punch.start(self.owner.now(), targets)
+    def start(
+        self,
+        targets: Sequence[Address],
+        spray: Spray | None = None,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        """Start the punch toward ``targets``; ``spray``: port prediction toward a hard
+        peer (``Punch.start``)."""
+        self.punch.start(self.owner.now(), targets, spray, rng=rng)
         self.service()
 
     def send(self, data: bytes) -> None:
@@ -86,7 +126,10 @@ class Link:
             self.punch.close()
             self._end(reason)
 
-    def receive(self, data: bytes, addr: Address) -> None:
+    def receive(self, data: bytes, addr: Address, via: object = None) -> None:
+        """A datagram from ``addr`` that arrived on socket ``via`` (its owner's token)."""
+        if self.tap is not None:
+            self.tap(addr, via)
         self.punch.receive(data, addr, self.owner.now())
         self.service()
 
@@ -193,23 +236,56 @@ class ConnectivitySocket:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.sendto(datagram, addr)
 
-    async def reflexive_address(
+    async def binding(
         self, server: Address, schedule: Schedule = DEFAULT_SCHEDULE
-    ) -> Address | None:
-        """This socket's mapped address as ``server`` (a STUN server) sees it; None when
-        it does not answer in time."""
+    ) -> tuple[Address | None, Address | None]:
+        """One Binding transaction with ``server`` (a STUN server) from this socket:
+        (this socket's mapped address as it sees it, the server's OTHER-ADDRESS, RFC 5780
+        §7.4, if it gave one); (None, None) when it does not answer in time."""
         if self._stun is None:
-            return None
+            return None, None
         tid = new_transaction_id()
         got = await self._stun.transact(server, binding_request(tid), tid, schedule)
         if got is None:
-            return None
-        return got[0].message.mapped
+            return None, None
+        return got[0].message.mapped, got[0].message.other_address
 
-    async def reflexive_addresses(self, servers: Sequence[Address]) -> list[Address]:
-        """The distinct mapped addresses from ``servers``, asked at once."""
-        answers = await asyncio.gather(*(self.reflexive_address(s) for s in servers))
-        return list(dict.fromkeys(a for a in answers if a is not None))
+    async def reflexive_address(
+        self, server: Address, schedule: Schedule = DEFAULT_SCHEDULE
+    ) -> Address | None:
+        """This socket's mapped address as ``server`` sees it; None when it does not
+        answer in time."""
+        mapped, _ = await self.binding(server, schedule)
+        return mapped
+
+    async def reflexive_addresses(
+        self, servers: Sequence[Address], *, follow_other: bool = True
+    ) -> list[Address]:
+        """The distinct mapped addresses from ``servers``, asked at once. With
+        ``follow_other``, a server whose answer names an OTHER-ADDRESS on another IP and
+        port (RFC 5780) is asked there too, from this same socket (``OTHER_SCHEDULE``):
+        a NAT that maps per destination shows a second port (RFC 4787 §4.1). Nothing is
+        cached: each call asks again."""
+
+        async def ask(server: Address) -> list[Address]:
+            mapped, other = await self.binding(server)
+            if mapped is None:
+                return []
+            if (
+                not follow_other
+                or other is None
+                or usable_ipv4(other[0]) is None
+                or not 0 < other[1] < 65536
+                or other[0] == server[0]
+                or other[1] == server[1]
+                or other in servers
+            ):
+                return [mapped]
+            second, _ = await self.binding(other, OTHER_SCHEDULE)
+            return [mapped] if second is None else [mapped, second]
+
+        answers = await asyncio.gather(*(ask(s) for s in servers))
+        return list(dict.fromkeys(a for found in answers for a in found))
 
     def add(self, punch: Punch) -> Link:
         """A link for ``punch``, routed from now on (``start`` it at the agreed moment).
@@ -251,7 +327,7 @@ class ConnectivitySocket:
         if link is None:
             self.dropped += 1
             return
-        link.receive(data, source)
+        link.receive(data, source, via=self)
 
     def _settled(self, link: Link) -> None:
         """The punch found its path: message 1s from that peer are no longer for it."""
