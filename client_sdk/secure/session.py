@@ -77,13 +77,20 @@ transport state. A message 2 or 3 that decrypts but carries the wrong identity i
 too (an active attacker could otherwise cut the handshake short); its reason is reported
 in ``SessionFailed`` if the handshake then times out.
 
-Liveness (WireGuard's passive keepalive and dead-peer rule, whitepaper §6.5): with
-``ack_delay`` set, a session that received data and sent nothing for that long sends a
-keepalive, so every data datagram is answered within ``ack_delay``; with
-``response_timeout`` set, a session that sent data and heard nothing authenticated for
-that long since fails ("the path is dead") -- seconds after a path dies under traffic,
-instead of the idle timeout's minute. Both are off by default here; a connection's paths
-turn them on (``client_sdk.connect.punch.PunchConfig``).
+Liveness (after WireGuard's passive keepalive and dead-peer rule, whitepaper §6.5), with
+``ack_delay`` (a) set:
+
+* data received is answered within a: if we send nothing else by then, a keepalive;
+* a keepalive received is answered at once when we have sent nothing for a -- so a
+  keepalive works as a ping. (Two sessions cannot ping-pong: the answer reaches a
+  side that sent the ping less than a ago, as long as the round trip is under a.)
+* data sent and not answered (no authenticated datagram since) is followed by a keepalive
+  ping every 2a; with ``response_timeout`` set, still nothing after that long and the
+  session fails: "the path is dead" -- seconds after a path dies under traffic instead of
+  the idle timeout's minute, and a single lost answer is made up for by the pings.
+
+Both are off by default here; a connection's paths turn them on
+(``client_sdk.connect.punch.PunchConfig``).
 
 Not done here: rekeying in place (WireGuard's 2-minute rekey); the caller opens a new
 session before ``max_messages`` or when it wants fresh keys.
@@ -313,6 +320,7 @@ class SecureSession:
         self.last_sent_at: float | None = None
         self._unanswered_since: float | None = None  # first data sent after we last heard
         self._ack_due: float | None = None  # data received and nothing sent back yet
+        self._ping_at: float | None = None  # the next ping while data is unanswered
         self._local = static if static is not None else LocalStatic.generate(identity)
         self._events: deque[Event] = deque()
         self._outbox: list[bytes] = []
@@ -390,6 +398,8 @@ class SecureSession:
         self.stats.datagrams_sent += 1
         if self._unanswered_since is None:
             self._unanswered_since = now
+            if self.config.ack_delay is not None:
+                self._ping_at = now + 2 * self.config.ack_delay
 
     def send_keepalive(self, now: float) -> None:
         if self.state is not SessionState.ESTABLISHED:
@@ -426,6 +436,8 @@ class SecureSession:
                 deadlines.append(self.last_received_at + self.config.idle_timeout)
             if self._ack_due is not None:
                 deadlines.append(self._ack_due)
+            if self._ping_at is not None:
+                deadlines.append(self._ping_at)
             if self.config.response_timeout is not None and self._unanswered_since is not None:
                 deadlines.append(self._unanswered_since + self.config.response_timeout)
         return min(deadlines) if deadlines else None
@@ -454,6 +466,9 @@ class SecureSession:
         keepalive = self.config.keepalive_interval
         last_sent = self.last_sent_at
         ack_due = self._ack_due is not None and now >= self._ack_due
+        if self._ping_at is not None and now >= self._ping_at:
+            ack_due = True
+            self._ping_at = now + 2 * (self.config.ack_delay or 0.0)
         if ack_due or (
             keepalive is not None and last_sent is not None and now >= last_sent + keepalive
         ):
@@ -658,6 +673,7 @@ class SecureSession:
         transport.window.update(counter)
         self.last_received_at = now
         self._unanswered_since = None
+        self._ping_at = None
         if not self._confirmed:
             self._confirmed = True
             self._retransmit_at = None
@@ -669,6 +685,11 @@ class SecureSession:
                 self._ack_due = now + self.config.ack_delay
         else:
             self.stats.keepalives_received += 1
+            delay = self.config.ack_delay
+            quiet = self.last_sent_at is None or now - self.last_sent_at >= (delay or 0.0)
+            if delay is not None and quiet:
+                self._seal(b"", now)  # answered as a ping (see the module docstring)
+                self.stats.keepalives_sent += 1
         return True
 
     # ------------------------------------------------------------------ failure
@@ -682,6 +703,7 @@ class SecureSession:
         self._transport = None
         self._ack_due = None
         self._unanswered_since = None
+        self._ping_at = None
         self._initiator = None
         self._pending.clear()
         self._retransmit_at = None

@@ -644,21 +644,26 @@ def test_keepalives_and_idle_timeout_can_be_off() -> None:
     assert a.get_timer() is None
 
 
-LIVE = SessionConfig(ack_delay=1.0, response_timeout=4.0)
+LIVE = SessionConfig(ack_delay=1.0, response_timeout=8.0)
 
 
 def test_received_data_is_answered_within_the_ack_delay() -> None:
     a, b = established_pair(LIVE)
     a.send(b"one-way", 5.0)
+    assert a.get_timer() == 7.0  # a ping if nothing answers first
     deliver(a, b, 5.0)
     assert received(b) == [b"one-way"]
     assert b.get_timer() == 6.0  # the ack, long before the 10 s keepalive
     b.handle_timer(6.0)
     [ack] = b.datagrams_to_send()
     assert len(ack) == TRANSPORT_OVERHEAD
-    assert a.receive(ack, 6.0)
-    # Answered: the sender's dead-path deadline is gone, the keepalive is what is left.
-    assert a.get_timer() == 15.0
+    assert a.receive(ack, 6.5)
+    # Answered: no ping, no dead-path deadline; the keepalive is what is left.
+    assert a.get_timer() == 16.5  # a answered the ack as a ping (silent for > 1 s) ...
+    [pong] = a.datagrams_to_send()
+    assert b.receive(pong, 6.6)
+    assert b.datagrams_to_send() == []  # ... and there it stops: b sent 0.6 s ago
+    assert b.get_timer() == 16.0
 
 
 def test_anything_sent_back_counts_as_the_ack() -> None:
@@ -667,9 +672,26 @@ def test_anything_sent_back_counts_as_the_ack() -> None:
     deliver(a, b, 5.0)
     b.send(b"pong", 5.5)
     deliver(b, a, 5.5)
+    assert a.datagrams_to_send() == []  # data is not answered as a ping is
     b.handle_timer(6.0)
     assert b.datagrams_to_send() == []  # no extra keepalive: the pong answered
     assert b.stats.keepalives_sent == 1  # only the handshake's confirmation
+
+
+def test_a_lost_answer_is_made_up_for_by_the_pings() -> None:
+    a, b = established_pair(LIVE)
+    a.send(b"lone", 5.0)
+    deliver(a, b, 5.0)
+    b.handle_timer(6.0)
+    b.datagrams_to_send()  # the ack is lost
+    a.handle_timer(7.0)  # a pings
+    [ping] = a.datagrams_to_send()
+    assert b.receive(ping, 7.0)  # b sent 1 s ago: it answers
+    [pong] = b.datagrams_to_send()
+    assert a.receive(pong, 7.0)
+    a.handle_timer(13.0)
+    assert drain(a) == []  # alive: the dead-path deadline is gone
+    assert a.is_established
 
 
 def test_a_dead_path_under_traffic_fails_after_the_response_timeout() -> None:
@@ -677,14 +699,24 @@ def test_a_dead_path_under_traffic_fails_after_the_response_timeout() -> None:
     a.send(b"first", 5.0)
     a.send(b"second", 6.0)  # the deadline counts from the first unanswered one
     a.datagrams_to_send()  # lost: the path died
-    assert a.get_timer() == 9.0
-    a.handle_timer(8.9)
-    assert drain(a) == []
-    a.handle_timer(9.0)
+    fired = run_timers(a, until=100.0)
+    assert fired == [7.0, 9.0, 11.0, 13.0]  # pings every 2 s, then dead at 5 + 8
+    assert len(a.datagrams_to_send()) == 3  # the three pings
     assert drain(a) == [
-        SessionFailed("no answer from the peer for 4 s after sending: the path is dead")
+        SessionFailed("no answer from the peer for 8 s after sending: the path is dead")
     ]
     assert b.is_established  # the receiver only sees silence (its idle timeout)
+
+
+def test_pings_do_not_echo_forever() -> None:
+    a, b = established_pair(LIVE)
+    sent = 0
+    for now in range(1, 200):  # 200 s with a 1 s round trip's worth of timers
+        a.handle_timer(float(now))
+        b.handle_timer(float(now))
+        sent += len(deliver(a, b, now + 0.01)) + len(deliver(b, a, now + 0.02))
+    # Idle: each side's keepalive every 10 s, each answered once: about 4 per 10 s.
+    assert sent <= 4 * 20 + 4
 
 
 def test_without_traffic_only_the_idle_timeout_ends_a_live_session() -> None:
