@@ -30,7 +30,7 @@ Without a path by ``timeout`` the punch fails (``PunchFailed``) and the session 
 
 After ``PathFound`` the same object is the connection's session driver: ``send``,
 ``DatagramReceived`` events, keepalives every ``keepalive`` seconds (to hold the NAT
-mappings) and an idle timeout. Like the secure endpoint, it follows the peer to a new
+mappings) and an idle timeout. Like WireGuard, it follows the peer to a new
 address when an authenticated transport datagram comes from one (a NAT rebinding).
 
 Everything here is driven by the caller: ``start(now)``, ``receive(datagram, addr, now)``,

@@ -13,11 +13,11 @@ path's datagrams (asyncio shim over ``client_sdk.connect.punch``).
    peer id (so only peers we are punching with get an answer: an unsolicited message 1
    is dropped), anything else by the receiver index (our session's own index).
 
-Everything else is dropped. Each punch's timers run on the event loop (``call_at``), as
-``SecureEndpoint`` does for its sessions; ``Link`` is that driver, and what a
-``PeerConnection`` on a direct path talks to. A link's ``owner`` (``LinkOwner``) carries
-its datagrams: the connectivity socket, a ``RelaySocket``, or a ``predict.SocketFan``
-that adopted it (port prediction: the link's datagrams then also use the fan's sockets).
+Everything else is dropped. Each punch's timers run on the event loop (``call_at``):
+``Link`` is that driver, and what a ``PeerConnection``'s path is. A link's ``owner``
+(``LinkOwner``) carries its datagrams: the connectivity socket, a ``RelaySocket``, or a
+``predict.SocketFan`` that adopted it (port prediction: the link's datagrams then also
+use the fan's sockets).
 """
 
 from __future__ import annotations

@@ -3,11 +3,10 @@
 Noise ``XX`` (25519, ChaChaPoly, SHA256) with the Noise static keys bound to the peers'
 Ed25519 identities as libp2p does, then WireGuard-style transport datagrams (explicit
 64-bit counter as nonce, RFC 6479 replay window). ``session.py`` explains the
-construction and the wire format; ``SecureSession`` is the sans-IO core and
-``SecureEndpoint`` its asyncio shim.
+construction and the wire format; ``SecureSession`` is the sans-IO core. Its asyncio
+driver is the connection's path, ``client_sdk.connect.udp.Link`` (through the punch).
 """
 
-from client_sdk.secure.endpoint import SecureChannel, SecureEndpoint
 from client_sdk.secure.handshake import ChannelError
 from client_sdk.secure.replay import ReplayWindow
 from client_sdk.secure.session import (
@@ -35,8 +34,6 @@ __all__ = [
     "MessageType",
     "ReplayWindow",
     "Role",
-    "SecureChannel",
-    "SecureEndpoint",
     "SecureSession",
     "SessionConfig",
     "SessionFailed",

@@ -3,7 +3,8 @@
 ``SecureSession`` holds no socket and reads no clock, in the style of aioquic's
 ``QuicConnection``: feed it ``receive(datagram, now)``, call ``handle_timer(now)`` at
 ``get_timer()``, and after each call send what ``datagrams_to_send()`` returns and act on
-``next_event()``. The asyncio shim is ``client_sdk.secure.endpoint``.
+``next_event()``. Its asyncio driver is ``client_sdk.connect.udp.Link`` (through the
+hole punch, ``client_sdk.connect.punch``).
 
 Construction
 ============
