@@ -128,7 +128,8 @@ class Peer:
     only, enough on one network). ``punch_timeout``: how long to look for a direct path
     once both sides punch (then ``ConnectError``). ``answer_timeout``: how long
     ``connect`` waits for the other peer to accept. ``keepalive``: seconds between
-    keepalives on an idle connection (holds the NAT mappings); ``idle_timeout``: a
+    keepalives on an idle connection (holds the NAT mappings; below the shortest idle
+    mapping lifetime netcheck measured: ``keepalive_for(report)``); ``idle_timeout``: a
     connection silent that long has ended (None: three keepalives). ``backlog``:
     accepted connections waiting for ``accept()``. ``relay``: fall back to a TURN relay
     (credentials from the rendezvous; ``relay_region``'s relays first) when no direct path

@@ -1,5 +1,6 @@
 """``natkit connect``: two terminals, one command each, and the lines typed in one appear
-in the other -- over a direct, authenticated and encrypted path (``client_sdk.Peer``).
+in the other -- over an authenticated and encrypted path, direct or through the relay
+(``client_sdk.Peer``); a change of path (an upgrade to direct) is shown as it happens.
 
 Without a peer id it listens: it prints its own peer id and the command to run on the
 other side, and takes the first connection. With one, it connects to that peer. Then each
@@ -56,8 +57,14 @@ async def chat(conn: PeerConnection, lines: asyncio.Queue[str | None], say: Say 
                 continue
             await conn.send(data)
 
+    async def watch() -> None:
+        async for change in conn.path_changes():
+            if change.path is not None:
+                say(f"(path: {change.previous} -> {change.path})")
+
     receiving = asyncio.create_task(receive())
     sending = asyncio.create_task(send())
+    watching = asyncio.create_task(watch())
     try:
         done, _ = await asyncio.wait({receiving, sending}, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -65,9 +72,9 @@ async def chat(conn: PeerConnection, lines: asyncio.Queue[str | None], say: Say 
             if error is not None and not isinstance(error, ConnectError):
                 raise error
     finally:
-        for task in (receiving, sending):
+        for task in (receiving, sending, watching):
             task.cancel()
-        await asyncio.gather(receiving, sending, return_exceptions=True)
+        await asyncio.gather(receiving, sending, watching, return_exceptions=True)
 
 
 async def run(

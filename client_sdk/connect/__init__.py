@@ -20,7 +20,7 @@ from client_sdk.connect.connection import (
     PeerConnection,
 )
 from client_sdk.connect.connector import Connector
-from client_sdk.connect.punch import PunchConfig, probe_times
+from client_sdk.connect.punch import PunchConfig, keepalive_for, probe_times
 
 __all__ = [
     "ConnectError",
@@ -31,6 +31,7 @@ __all__ = [
     "PathLink",
     "PeerConnection",
     "PunchConfig",
+    "keepalive_for",
     "local_candidates",
     "probe_times",
     "punch_targets",

@@ -77,6 +77,7 @@ from enum import Enum
 
 from client_sdk.connect.candidates import Address, usable_ipv4
 from client_sdk.identity import Identity
+from client_sdk.netcheck.report import NatReport
 from client_sdk.secure.handshake import ChannelError, peek_msg1
 from client_sdk.secure.session import (
     HEADER_LENGTH,
@@ -97,6 +98,7 @@ MAX_PREDICT_SOCKETS = 1024
 
 __all__ = [
     "ACK_DELAY",
+    "KEEPALIVE",
     "MAX_PEER_REFLEXIVE",
     "MAX_PREDICT_SOCKETS",
     "SPRAY_PORTS",
@@ -109,11 +111,25 @@ __all__ = [
     "PunchState",
     "Received",
     "Spray",
+    "keepalive_for",
     "probe_times",
 ]
 
 
 ACK_DELAY = 1.0  # seconds within which a path answers data (SessionConfig.ack_delay)
+KEEPALIVE = 25.0  # seconds: under the 30 s many NATs give an idle UDP mapping (RFC 4787 §4.3)
+MIN_KEEPALIVE = 1.0
+
+
+def keepalive_for(report: NatReport, default: float = KEEPALIVE) -> float:
+    """A keepalive interval below the shortest idle mapping lifetime ``report`` saw
+    (``netcheck(..., mapping_lifetime=True)``): 80 % of the idle time its mapping is known
+    to survive, when that is under ``default``; ``default`` without a measurement. For
+    ``Peer(keepalive=keepalive_for(report))``."""
+    lifetime = report.mapping_lifetime
+    if lifetime is None:
+        return default
+    return max(MIN_KEEPALIVE, min(default, 0.8 * lifetime.at_least_s))
 
 
 @dataclass(frozen=True)
@@ -141,7 +157,7 @@ class PunchConfig:
     fast_interval: float = 0.05
     fast_for: float = 1.0
     slow_interval: float = 0.1
-    keepalive: float = 25.0
+    keepalive: float = KEEPALIVE
     idle_timeout: float | None = None
     dead_after: float | None = 8.0
     predict_sockets: int = 256

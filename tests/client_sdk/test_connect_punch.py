@@ -21,9 +21,11 @@ from client_sdk.connect.punch import (
     PunchFailed,
     PunchState,
     Received,
+    keepalive_for,
     probe_times,
 )
 from client_sdk.identity import Identity
+from client_sdk.netcheck.report import LifetimeMethod, MappingLifetime, NatReport
 from client_sdk.rendezvous.http import Candidate
 from client_sdk.secure.handshake import ChannelError
 from client_sdk.secure.session import MessageType
@@ -338,3 +340,20 @@ def test_peer_reflexive_targets_are_bounded_and_need_the_peers_claim() -> None:
         pa.receive(genuine, ("192.0.2.60", port), net.now)
     assert len(pa.targets) == 1 + MAX_PEER_REFLEXIVE
     assert pa.state is PunchState.PUNCHING  # learning a target proves nothing
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "expected"),
+    [
+        (None, 25.0),  # not measured: the default
+        (MappingLifetime(LifetimeMethod.REQUERY, 120.0, None), 25.0),  # long: the default
+        (MappingLifetime(LifetimeMethod.RESPONSE_PORT, 20.0, 25.0), 16.0),  # 80 % of 20 s
+        (MappingLifetime(LifetimeMethod.REQUERY, 0.5, 1.0), 1.0),  # never under 1 s
+    ],
+)
+def test_the_keepalive_stays_below_the_mapping_lifetime_netcheck_saw(
+    lifetime: MappingLifetime | None, expected: float
+) -> None:
+    report = NatReport(udp=True, mapping_lifetime=lifetime)
+    assert keepalive_for(report) == pytest.approx(expected)
+    assert PunchConfig(keepalive=keepalive_for(report)).keepalive == pytest.approx(expected)
