@@ -84,12 +84,19 @@ async def run(
     *,
     identity_file: str | None = None,
     token: str | None = None,
+    relay_only: bool = False,
     say: Say = _say,
 ) -> int:
     """The command: 0 after a conversation, 1 when no connection could be made."""
     lines: asyncio.Queue[str | None] = asyncio.Queue()
     _read_lines(lines)
-    async with Peer(rendezvous, stun=stun, identity_file=identity_file, token=token) as peer:
+    async with Peer(
+        rendezvous,
+        stun=stun,
+        identity_file=identity_file,
+        token=token,
+        direct=not relay_only,
+    ) as peer:
         if peer_id is None:
             peer.listen()
             say(f"your peer id: {peer.peer_id}")

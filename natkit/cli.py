@@ -93,6 +93,11 @@ class ConnectSettings(BaseSettings):
         default="", description="this peer's key file (created if missing); empty: a new key"
     )
     token: str = Field(default="", description="a tenant's bearer token for the rendezvous")
+    relay_only: bool = Field(
+        default=False,
+        description="connect through the TURN relay only: this peer's addresses are never "
+        "offered to the other",
+    )
 
 
 def _until_signal(serve: Callable[[asyncio.Event], Awaitable[None]]) -> None:
@@ -170,6 +175,7 @@ def _connect(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 args.peer_id,
                 identity_file=settings.identity_file or None,
                 token=settings.token or None,
+                relay_only=settings.relay_only,
             )
         )
     except RendezvousError as exc:
