@@ -136,6 +136,9 @@ class Peer:
     is found; ``direct_grace``: seconds a direct punch still gets once the relay path is
     up (the connection then starts on the relay and upgrades when the punch succeeds).
     ``direct=False``: relay only, our addresses are never offered to the other peer.
+    ``repunch_attempts``: how many times a dialler punches again for a connection left
+    without a direct path (its punch failed, or the path died), first after
+    ``repunch_after`` seconds, then waiting twice as long each time.
     The other keywords go to ``RendezvousClient``."""
 
     def __init__(
@@ -157,6 +160,8 @@ class Peer:
         relay_region: str = "",
         direct_grace: float = 1.0,
         direct: bool = True,
+        repunch_attempts: int = 4,
+        repunch_after: float = 5.0,
         **client_options: Any,
     ) -> None:
         if identity is not None and identity_file is not None:
@@ -181,6 +186,8 @@ class Peer:
             relay_region=relay_region,
             direct_grace=direct_grace,
             direct=direct,
+            repunch_attempts=repunch_attempts,
+            repunch_after=repunch_after,
         )
 
     async def __aenter__(self) -> Peer:

@@ -11,9 +11,12 @@ established, else the relay -- and reads what arrives on either into one inbox:
   looking moves to the direct path the moment that punch authenticates (as DCUtR and
   Tailscale do); ``path_changes()`` reports it.
 * **Fallback**: the relay link stays up beside a direct path (its keepalives are cheap),
-  so when the direct path dies -- no authenticated datagram for the idle timeout -- the
-  connection carries on over the relay instead of ending.
-* The connection ends when no established path is left (or on ``close()``).
+  so when the direct path dies -- data unanswered for ``dead_after``, or nothing at all
+  for the idle timeout -- the connection carries on over the relay instead of ending.
+* **Re-punch**: the connector punches again later for a connection without a direct
+  path (``Connector``); the new direct link is attached here and upgrades it.
+* The connection ends when no path is left, established or still being punched (or on
+  ``close()``). While it has none established, what it sends is dropped.
 
 Semantics are those of the datagrams underneath: each ``send`` is one datagram of at most
 ``MAX_PAYLOAD`` (1171) bytes, delivered at most once, possibly out of order or not at
@@ -99,9 +102,19 @@ class PeerConnection:
     """A connection to ``remote_peer_id`` (from ``Peer.connect`` or ``Peer.accept``).
     The connector ``attach``es its links; see the module docstring."""
 
-    def __init__(self, remote_peer_id: str, *, elapsed: float | None = None) -> None:
+    def __init__(
+        self,
+        remote_peer_id: str,
+        *,
+        elapsed: float | None = None,
+        session: str = "",
+        dialled: bool = False,
+    ) -> None:
         self._remote_peer_id = remote_peer_id
         self.elapsed = elapsed  # seconds connect/accept took, for diagnostics
+        self.session = session  # the dialler's id for this connection (its punches')
+        self.dialled = dialled  # we dialled it (we are the side that punches again)
+        self.dropped = 0  # datagrams sent while no path was established
         self.on_closed: Callable[[PeerConnection], None] | None = None
         self._inbox: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=INBOX_SIZE)
         self._links: dict[PathKind, PathLink] = {}  # established or still looking
@@ -112,13 +125,18 @@ class PeerConnection:
 
     # -- the connector's side --------------------------------------------------------------
 
-    def attach(self, kind: PathKind, link: PathLink) -> None:
+    def attach(self, kind: PathKind, link: PathLink, *, replace: bool = False) -> None:
         """Add ``link`` as the ``kind`` path: used at once if it is established and better
-        than the active one, else when its punch succeeds. A closed connection closes it."""
-        if self._failure is not None or kind in self._links:
+        than the active one, else when its punch succeeds. A closed connection closes it;
+        so does one that has a ``kind`` path already, unless ``replace`` (the peer punched
+        again: it found that path dead), which closes the old one."""
+        if self._failure is not None or (kind in self._links and not replace):
             link.close(self._failure or f"the connection already has a {kind} path")
             return
+        old = self._links.get(kind)
         self._links[kind] = link
+        if old is not None:
+            old.close("replaced by a new punch")
         while not link.inbox.empty():  # anything that arrived before the connection
             data = link.inbox.get_nowait()
             if data is not None:
@@ -165,6 +183,11 @@ class PeerConnection:
     def closed(self) -> bool:
         return self._failure is not None
 
+    def has_path(self, kind: PathKind) -> bool:
+        """Whether a ``kind`` path is established or still being punched."""
+        link = self._links.get(kind)
+        return link is not None and link.failure is None
+
     @property
     def max_payload(self) -> int:
         link = self._active
@@ -177,8 +200,11 @@ class PeerConnection:
         if not data or len(data) > self.max_payload:
             raise ValueError(f"a datagram carries 1 to {self.max_payload} bytes, not {len(data)}")
         link = self._active
-        if self._failure is not None or link is None:
-            raise ConnectionClosed(self._failure or "no path")
+        if self._failure is not None:
+            raise ConnectionClosed(self._failure)
+        if link is None:  # between paths: a new punch is still looking
+            self.dropped += 1
+            return
         try:
             link.send(data)
         except ChannelError as exc:
@@ -272,12 +298,8 @@ class PeerConnection:
             return
         if link is self._active:
             self._active = None
-            self._choose(reason)
-            if self._active is None:
-                self._end(reason)  # no other established path: a punch still looking
-                # would come too late for what the app sent meanwhile
-        elif self._active is None and not self._links:
-            self._end(reason)
+        if self._active is None:
+            self._choose(reason)  # another established path, or wait for a punch, or end
 
     def _end(self, reason: str) -> None:
         if self._failure is not None:

@@ -30,6 +30,12 @@ The procedure (the rendezvous side is ``rendezvous/signaling/punch.py``, DCUtR-s
    connection starts on the relay, and the direct punch goes on looking until its own
    timeout -- when it succeeds, the connection upgrades (``PeerConnection``). The relay
    link stays beside a direct path as the fallback should it die.
+6. **Punching again.** A connection left without a direct path -- its punch failed, or
+   the path died and the connection fell back to the relay -- is punched again by its
+   dialler (``repunch_attempts`` times, after ``repunch_after`` seconds, doubling). Such
+   a punch goes through the rendezvous like the first, its id ``<session>.<n>``
+   (``punch_id``: the server passes ids through), so the accepter attaches the new
+   direct link to the connection it already has instead of accepting a new one.
 5. The dialler gets the ``PeerConnection``; the accepter queues it for ``accept()``
    (``backlog`` at most; beyond that a new one is closed).
 
@@ -52,6 +58,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +91,7 @@ __all__ = ["Connector", "parse_stun_servers"]
 log = logging.getLogger(__name__)
 
 MAX_ACCEPTING = 32  # punch requests handled at once; more are ignored
+REPUNCH_MAX = 120.0  # the longest wait between two more punches
 RELAY_RETRY = 15.0  # seconds before asking for a relay again after failing to get one
 
 
@@ -129,9 +137,10 @@ class Connector:
 
     ``relay``: use the TURN fallback (credentials from the rendezvous, relays of
     ``relay_region`` first). ``direct_grace``: seconds a direct punch still gets once the
-    relay path is up. ``direct=False``: relay only -- no host or reflexive candidate is
-    offered, so the peer never learns our addresses (WebRTC's ``iceTransportPolicy:
-    "relay"``)."""
+    relay path is up. ``repunch_attempts``/``repunch_after``: how often, and first after
+    how long, the dialler punches again for a connection without a direct path.
+    ``direct=False``: relay only -- no host or reflexive candidate is offered, so the peer
+    never learns our addresses (WebRTC's ``iceTransportPolicy: "relay"``)."""
 
     def __init__(
         self,
@@ -146,6 +155,8 @@ class Connector:
         relay_region: str = "",
         direct_grace: float = 1.0,
         direct: bool = True,
+        repunch_attempts: int = 4,
+        repunch_after: float = 5.0,
     ) -> None:
         if direct_grace < 0:
             raise ValueError("direct_grace must not be negative")
@@ -158,6 +169,10 @@ class Connector:
         self.relay_region = relay_region
         self.direct_grace = direct_grace
         self.direct_enabled = direct
+        self.repunch_attempts = max(0, repunch_attempts)
+        if repunch_after <= 0:
+            raise ValueError("repunch_after must be positive")
+        self.repunch_after = repunch_after
         self._socket: ConnectivitySocket | None = None
         self._socket_lock = asyncio.Lock()
         self._stun_addresses: list[Address] | None = None
@@ -170,6 +185,7 @@ class Connector:
         )
         self._listener: asyncio.Task[None] | None = None
         self._handlers: set[asyncio.Task[None]] = set()
+        self._upgraders: set[asyncio.Task[None]] = set()
         self._dials: dict[str, _Dial] = {}
         self._connections: set[PeerConnection] = set()
         self._closed = False
@@ -233,15 +249,22 @@ class Connector:
                 log.info("no STUN server answered: offering host candidates only")
         return local_candidates(sock.local_port, local_ipv4_addresses(), reflexive)
 
-    async def _prepare(self, peer_id: str) -> tuple[_Attempt, list[Candidate]]:
-        """Our candidates and registered punches toward ``peer_id``."""
+    async def _prepare(
+        self, peer_id: str, *, relay_too: bool = True
+    ) -> tuple[_Attempt, list[Candidate]]:
+        """Our candidates and registered punches toward ``peer_id`` (direct only, for a
+        re-punch, without ``relay_too``)."""
         attempt = _Attempt(peer_id, asyncio.get_running_loop().time())
         sock: ConnectivitySocket | None = None
         mine: list[Candidate] = []
+        relay: RelaySocket | None = None
         if self.direct_enabled:
             sock = await self.socket()
-            mine, relay = await asyncio.gather(self.candidates(sock), self.relay_socket())
-        else:
+            if relay_too:
+                mine, relay = await asyncio.gather(self.candidates(sock), self.relay_socket())
+            else:
+                mine = await self.candidates(sock)
+        elif relay_too:
             relay = await self.relay_socket()
         try:
             if sock is not None:
@@ -259,10 +282,9 @@ class Connector:
 
     # -- finding a path --------------------------------------------------------------------
 
-    async def _establish(self, attempt: _Attempt, theirs: Sequence[Candidate]) -> PeerConnection:
-        """Run the punches toward the peer's candidates ``theirs``; the connection on the
-        first path, per the module docstring's choice. The attempt's links belong to the
-        connection afterwards; on failure they are closed by the caller."""
+    def _start(self, attempt: _Attempt, theirs: Sequence[Candidate]) -> None:
+        """Start the attempt's punches toward the peer's candidates ``theirs``; a punch
+        with no candidate of its kind to go to is closed and dropped."""
         targets = {"direct": punch_targets(theirs), "relay": relay_targets(theirs)}
         for kind, link in list(attempt.links.items()):
             if targets[kind]:
@@ -276,6 +298,14 @@ class Connector:
                 attempt.failures[kind] = f"the peer offered no {kind} candidate"
                 link.close(attempt.failures[kind])
                 del attempt.links[kind]
+
+    async def _establish(
+        self, attempt: _Attempt, theirs: Sequence[Candidate], session: str, *, dialled: bool
+    ) -> PeerConnection:
+        """Run the punches toward the peer's candidates ``theirs``; the connection on the
+        first path, per the module docstring's choice. The attempt's links belong to the
+        connection afterwards; on failure they are closed by the caller."""
+        self._start(attempt, theirs)
         direct = attempt.links.get("direct")
         relayed = attempt.links.get("relay")
         # The punches fail by themselves at their deadline; the outer bound is a net.
@@ -296,12 +326,83 @@ class Connector:
             reasons = "; ".join(f"{kind}: {why}" for kind, why in attempt.failures.items())
             raise ConnectError(f"no path to {attempt.peer_id} ({reasons})")
         loop = asyncio.get_running_loop()
-        conn = PeerConnection(attempt.peer_id, elapsed=loop.time() - attempt.started)
+        conn = PeerConnection(
+            attempt.peer_id,
+            elapsed=loop.time() - attempt.started,
+            session=session,
+            dialled=dialled,
+        )
         for kind in sorted(attempt.links, key=lambda k: k not in established):
             conn.attach(kind, attempt.links[kind])
         self._connections.add(conn)
         conn.on_closed = self._connections.discard
+        if dialled and self.direct_enabled and self.repunch_attempts:
+            task = loop.create_task(self._keep_upgrading(conn))
+            self._upgraders.add(task)
+            task.add_done_callback(self._upgraders.discard)
         return conn
+
+    # -- punching again ---------------------------------------------------------------------
+
+    async def _keep_upgrading(self, conn: PeerConnection) -> None:
+        """The dialler's side of re-punching: while ``conn`` lacks a direct path (its
+        punch failed, or the path died), punch again -- after ``repunch_after`` seconds,
+        then twice as long each time, at most ``repunch_attempts`` times in a row. A
+        direct path that comes up resets the count: when it dies, the next tries start
+        over."""
+        first = self.repunch_after
+        delay, tries = first, 0
+        while not conn.closed:
+            await asyncio.sleep(first if conn.has_path("direct") else delay)
+            if conn.closed:
+                return
+            if conn.has_path("direct"):
+                delay, tries = first, 0
+                continue
+            if tries >= self.repunch_attempts:
+                return
+            tries += 1
+            try:
+                await self._repunch(conn, tries)
+            except (ConnectError, RendezvousError) as exc:
+                log.info("punching %s again: %s", conn.remote_peer_id, exc)
+            delay = min(2 * delay, REPUNCH_MAX)
+
+    async def _repunch(self, conn: PeerConnection, number: int) -> None:
+        """One more direct punch for ``conn`` (see ``_keep_upgrading``); the new direct
+        link is attached at once and upgrades the connection when it succeeds."""
+        peer_id = conn.remote_peer_id
+        attempt, mine = await self._prepare(peer_id, relay_too=False)
+        try:
+            go = await self.rendezvous.punch(
+                peer_id,
+                mine,
+                timeout=self.answer_timeout,
+                message_id=punch_id(conn.session, number),
+            )
+            await asyncio.sleep(max(0.0, go.delay_ms) / 1000)
+            self._start(attempt, go.candidates)
+        except BaseException:
+            attempt.close("punching again failed")
+            raise
+        for kind, link in attempt.links.items():
+            conn.attach(kind, link)
+
+    async def _answer_repunch(self, request: PunchRequest, conn: PeerConnection) -> None:
+        """The accepter's side: the dialler of ``conn`` punches again."""
+        attempt, mine = await self._prepare(request.sender, relay_too=False)
+        try:
+            go = await self.rendezvous.punch_accept(
+                request.sender, request.id, mine, request.rtt_ms, timeout=self.answer_timeout
+            )
+            await asyncio.sleep(max(0.0, go.delay_ms) / 1000)
+            self._start(attempt, request.candidates)
+        except BaseException:
+            attempt.close("punching again failed")
+            raise
+        for kind, link in attempt.links.items():
+            # The dialler found the old direct path dead (or never had one): replace it.
+            conn.attach(kind, link, replace=True)
 
     # -- dialling --------------------------------------------------------------------------
 
@@ -329,9 +430,12 @@ class Connector:
 
     async def _dial(self, peer_id: str) -> PeerConnection:
         attempt, mine = await self._prepare(peer_id)
+        session = secrets.token_hex(8)
         try:
             try:
-                go = await self.rendezvous.punch(peer_id, mine, timeout=self.answer_timeout)
+                go = await self.rendezvous.punch(
+                    peer_id, mine, timeout=self.answer_timeout, message_id=punch_id(session, 0)
+                )
             except RendezvousError as exc:
                 if exc.code == "timeout":
                     raise ConnectError(
@@ -339,7 +443,7 @@ class Connector:
                     ) from None
                 raise ConnectError(f"{peer_id}: {exc.code}: {exc}") from None
             await asyncio.sleep(max(0.0, go.delay_ms) / 1000)
-            return await self._establish(attempt, go.candidates)
+            return await self._establish(attempt, go.candidates, session, dialled=True)
         except BaseException:
             attempt.close("connect failed")
             raise
@@ -377,6 +481,17 @@ class Connector:
             requests.close()
 
     async def _answer(self, request: PunchRequest) -> None:
+        session, number = parse_punch_id(request.id)
+        if number:  # the dialler of one of our connections punches again
+            conn = self._connection(request.sender, session)
+            if conn is None:
+                log.info("%s punches again for no connection of ours", request.sender)
+                return
+            try:
+                await self._answer_repunch(request, conn)
+            except (RendezvousError, ConnectError) as exc:
+                log.info("punching %s again: %s", request.sender, exc)
+            return
         dial = self._dials.get(request.sender)
         if dial is not None:  # a crossing dial: the higher peer id yields
             if self.identity.peer_id < request.sender:
@@ -417,16 +532,23 @@ class Connector:
                 request.sender, request.id, mine, request.rtt_ms, timeout=self.answer_timeout
             )
             await asyncio.sleep(max(0.0, go.delay_ms) / 1000)
-            return await self._establish(attempt, request.candidates)
+            session, _ = parse_punch_id(request.id)
+            return await self._establish(attempt, request.candidates, session, dialled=False)
         except BaseException:
             attempt.close("accept failed")
             raise
+
+    def _connection(self, peer_id: str, session: str) -> PeerConnection | None:
+        for conn in self._connections:
+            if conn.remote_peer_id == peer_id and conn.session == session and not conn.closed:
+                return conn
+        return None
 
     # -- the end ---------------------------------------------------------------------------
 
     async def close(self) -> None:
         self._closed = True
-        tasks: list[asyncio.Task[Any]] = [*self._handlers]
+        tasks: list[asyncio.Task[Any]] = [*self._handlers, *self._upgraders]
         tasks += [self._listener] if self._listener is not None else []
         tasks += [dial.task for dial in self._dials.values() if dial.task is not None]
         for task in tasks:
@@ -446,6 +568,22 @@ class Connector:
             if waiting is not None:
                 await waiting.close()
         self._accepted.put_nowait(None)
+
+
+def punch_id(session: str, number: int) -> str:
+    """The id of punch ``number`` (0: the one that made the connection) of connection
+    ``session`` (the dialler's random id for it): ``"<session>.<number>"``. The server
+    passes ids through untouched; the accepter reads them with ``parse_punch_id``."""
+    return f"{session}.{number}"
+
+
+def parse_punch_id(message_id: str) -> tuple[str, int]:
+    """(session, number) of a punch request's id; any id not of ``punch_id``'s form (from
+    another client) is a first punch, its whole id the session."""
+    session, dot, number = message_id.rpartition(".")
+    if dot and session and number.isascii() and number.isdigit() and len(number) <= 6:
+        return session, int(number)
+    return message_id, 0
 
 
 def _succeeded(found: asyncio.Future[Any]) -> bool:

@@ -518,10 +518,17 @@ class RendezvousClient:
         await self._on_socket(timeout, lambda s: s.signal(to, data, confirm=confirm))
 
     async def punch(
-        self, to: str, candidates: Sequence[Candidate], *, timeout: float | None = 10.0
+        self,
+        to: str,
+        candidates: Sequence[Candidate],
+        *,
+        timeout: float | None = 10.0,
+        message_id: str | None = None,
     ) -> PunchNow:
         """Ask ``to`` to punch a hole with us (see ``SignalingSocket.punch``)."""
-        return await self._on_socket(timeout, lambda s: s.punch(to, candidates))
+        return await self._on_socket(
+            timeout, lambda s: s.punch(to, candidates, message_id=message_id)
+        )
 
     async def punch_accept(
         self,

@@ -190,3 +190,48 @@ async def test_the_size_limit_is_the_paths() -> None:
     with pytest.raises(ValueError, match="1 to"):
         await conn.send(b"x" * (MAX_PAYLOAD + 1))
     await conn.send(b"x" * MAX_PAYLOAD)
+
+
+async def test_a_replacing_punch_takes_over_after_the_relay_bridges_the_gap() -> None:
+    old, relay, new = StubLink(DIRECT), StubLink(RELAYED), StubLink(("198.51.100.7", 40001))
+    old.establish()
+    relay.establish()
+    conn = PeerConnection(PEER)
+    conn.attach("direct", old)
+    conn.attach("relay", relay)
+    changes = conn.path_changes()
+    conn.attach("direct", new, replace=True)  # the peer punched again
+    assert old.failure == "replaced by a new punch"
+    assert await asyncio.wait_for(anext(changes), 1) == PathChanged("direct", "relay", RELAYED)
+    new.establish()
+    change = await asyncio.wait_for(anext(changes), 1)
+    assert change == PathChanged("relay", "direct", ("198.51.100.7", 40001))
+
+
+async def test_without_an_established_path_a_connection_waits_for_its_punch() -> None:
+    old, new = StubLink(DIRECT), StubLink(("198.51.100.7", 40001))
+    old.establish()
+    conn = PeerConnection(PEER)
+    conn.attach("direct", old)
+    conn.attach("direct", new, replace=True)
+    assert not conn.closed  # the new punch is still looking
+    await conn.send(b"lost between paths")
+    assert conn.dropped == 1
+    new.establish()
+    await settle()
+    await conn.send(b"on the new path")
+    assert new.sent == [b"on the new path"]
+    assert old.sent == []
+
+
+async def test_a_connection_whose_last_punch_fails_ends() -> None:
+    old, new = StubLink(DIRECT), StubLink(("198.51.100.7", 40001))
+    old.establish()
+    conn = PeerConnection(PEER)
+    conn.attach("direct", old)
+    conn.attach("direct", new, replace=True)
+    new.die("no direct path")
+    await settle()
+    assert conn.closed
+    with pytest.raises(ConnectionClosed, match="no direct path"):
+        await conn.recv()

@@ -174,3 +174,33 @@ async def test_crossing_dials_give_one_connection_each(
             # Nothing extra was queued for accept() on either side.
             assert alice.connector._accepted.empty()
             assert bob.connector._accepted.empty()
+
+
+async def test_a_dead_direct_path_is_punched_again(
+    server: TestClient[Any, Any], relay_port: int
+) -> None:
+    async with (
+        peer(server, relay_port, repunch_after=0.3) as alice,
+        peer(server, relay_port) as bob,
+    ):
+        conn, incoming = await pair(alice, bob)
+        async with conn, incoming:
+            for side in (conn, incoming):
+                relay = side._links.get("relay")
+                assert relay is not None
+                await asyncio.wait_for(asyncio.shield(relay.found), 5)
+            dialler_changes, accepter_changes = conn.path_changes(), incoming.path_changes()
+            for side in (conn, incoming):
+                side._links["direct"].close("path died")
+            for changes in (dialler_changes, accepter_changes):
+                change = await asyncio.wait_for(anext(changes), 5)
+                assert (change.previous, change.path) == ("direct", "relay")
+            # The dialler punches again; both sides attach the new direct link to the
+            # connection they have, and move back to it.
+            for changes in (dialler_changes, accepter_changes):
+                change = await asyncio.wait_for(anext(changes), 10)
+                assert (change.previous, change.path) == ("relay", "direct")
+            assert path_of(conn) == path_of(incoming) == "direct"
+            await exchange(conn, incoming, "punched again")
+            assert alice.connector._accepted.empty()
+            assert bob.connector._accepted.empty()  # not taken for a new connection
