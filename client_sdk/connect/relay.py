@@ -21,15 +21,17 @@ like the connectivity socket's.
 
 Which server: ``turn:`` URIs (RFC 7065) from the credentials, in the rendezvous's order
 (its preferred region, then the least loaded), UDP ones first unless UDP is known to be
-blocked; each attempt is bounded (``ATTEMPT_TIMEOUT``). ``turns:`` (TLS) is tried as TCP
-with TLS.
+blocked, started ``STAGGER`` apart (Happy Eyeballs); each attempt is bounded
+(``ATTEMPT_TIMEOUT``). ``turns:`` (TLS) is tried as TCP with TLS.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
+from asyncio import FIRST_COMPLETED
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -41,6 +43,7 @@ from client_sdk.rendezvous.http import Candidate
 
 __all__ = [
     "ATTEMPT_TIMEOUT",
+    "STAGGER",
     "RelaySocket",
     "TurnServer",
     "parse_turn_uri",
@@ -50,7 +53,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ATTEMPT_TIMEOUT = 2.0  # seconds for one allocation attempt (connect, 401, Allocate)
+ATTEMPT_TIMEOUT = 3.0  # seconds for one allocation attempt (connect, 401, Allocate)
+STAGGER = 0.25  # seconds between the starts of two attempts (RFC 8305 §5 recommends 250 ms)
 MAX_RELAY_TARGETS = 4  # relayed addresses of a peer we probe
 
 
@@ -154,38 +158,75 @@ class RelaySocket(ConnectivitySocket):
         password: str,
         *,
         attempt_timeout: float = ATTEMPT_TIMEOUT,
+        stagger: float = STAGGER,
     ) -> RelaySocket:
-        """An allocation on the first of ``servers`` that grants one (each attempt bounded
-        by ``attempt_timeout``); ``ConnectionError`` naming every failure otherwise."""
+        """An allocation on the first of ``servers`` to grant one. Attempts start in order,
+        each ``stagger`` seconds after the last unless it failed sooner (RFC 8305's Happy
+        Eyeballs: a UDP server that never answers -- UDP blocked -- delays the TCP one by
+        ``stagger``, not by a whole timeout); each is bounded by ``attempt_timeout``, the
+        first to succeed wins and the others are abandoned (an allocation that a loser
+        still got is deleted). ``ConnectionError`` naming every failure otherwise."""
+        loop = asyncio.get_running_loop()
+        waiting = list(servers)
+        attempts: dict[asyncio.Task[RelaySocket], TurnServer] = {}
+        failures: list[str] = []
+
+        def launch() -> None:
+            server = waiting.pop(0)
+            task = loop.create_task(cls._attempt(server, username, password, attempt_timeout))
+            attempts[task] = server
+
+        try:
+            while waiting or attempts:
+                if not attempts:
+                    launch()
+                done, _ = await asyncio.wait(
+                    attempts, timeout=stagger if waiting else None, return_when=FIRST_COMPLETED
+                )
+                if not done:
+                    launch()
+                for task in done:
+                    server = attempts.pop(task)
+                    error = task.exception()
+                    if error is None:
+                        return task.result()
+                    failures.append(f"{server}: {error}")
+        finally:
+            for task in attempts:
+                task.cancel()
+            for task in attempts:
+                with contextlib.suppress(BaseException):
+                    (await task).close()  # a late success: its allocation is not wanted
+        raise ConnectionError("no TURN allocation: " + ("; ".join(failures) or "no server"))
+
+    @classmethod
+    async def _attempt(
+        cls, server: TurnServer, username: str, password: str, timeout: float
+    ) -> RelaySocket:
         from aioice.turn import create_turn_endpoint
 
-        failures: list[str] = []
-        for server in servers:
-            owner = cls(server)
-            context = ssl.create_default_context() if server.tls else None
-            try:
-                async with asyncio.timeout(attempt_timeout):
-                    turn, _ = await create_turn_endpoint(
-                        lambda owner=owner: _Receiver(owner),  # type: ignore[misc]
-                        (server.host, server.port),
-                        username,
-                        password,
-                        ssl=context,
-                        transport=server.transport,
-                    )
-            except TimeoutError:
-                failures.append(f"{server}: no answer within {attempt_timeout:g} s")
-                continue
-            except (OSError, ConnectionError, ValueError) as exc:
-                failures.append(f"{server}: {exc or type(exc).__name__}")
-                continue
-            relayed = turn.get_extra_info("sockname")
-            owner._turn = turn
-            owner.relayed = (str(relayed[0]), int(relayed[1]))
-            owner.local_port = owner.relayed[1]
-            log.info("TURN allocation %s:%d on %s", *owner.relayed, server)
-            return owner
-        raise ConnectionError("no TURN allocation: " + ("; ".join(failures) or "no server"))
+        owner = cls(server)
+        context = ssl.create_default_context() if server.tls else None
+        try:
+            async with asyncio.timeout(timeout):
+                turn, _ = await create_turn_endpoint(
+                    lambda: _Receiver(owner),
+                    (server.host, server.port),
+                    username,
+                    password,
+                    ssl=context,
+                    transport=server.transport,
+                )
+        except TimeoutError:
+            raise ConnectionError(f"no answer within {timeout:g} s") from None
+        except (OSError, ConnectionError, ValueError) as exc:
+            raise ConnectionError(str(exc) or type(exc).__name__) from None
+        relayed = turn.get_extra_info("sockname")
+        owner._turn = turn
+        owner.relayed = (str(relayed[0]), int(relayed[1]))
+        owner.local_port = owner.relayed[1]
+        log.info("TURN allocation %s:%d on %s", *owner.relayed, server)
+        return owner
 
     def candidate(self) -> Candidate:
         return Candidate(self.relayed[0], self.relayed[1], "udp", "relay")

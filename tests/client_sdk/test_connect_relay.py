@@ -8,6 +8,7 @@ connection each way."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,7 +18,8 @@ from aiohttp.test_utils import TestClient
 
 from client_sdk import ConnectError, Peer, PeerConnection
 from client_sdk.connect.connection import PathChanged
-from client_sdk.connect.relay import RelaySocket
+from client_sdk.connect.relay import ATTEMPT_TIMEOUT, STAGGER, RelaySocket, TurnServer
+from relay.turn.auth import rest_api_credentials
 from tests.client_sdk.test_peer_api import FAST, rendezvous, url_of
 from tests.netutil import free_udp_port
 from tests.relay.relay_process import natkit_relay
@@ -204,3 +206,42 @@ async def test_a_dead_direct_path_is_punched_again(
             await exchange(conn, incoming, "punched again")
             assert alice.connector._accepted.empty()
             assert bob.connector._accepted.empty()  # not taken for a new connection
+
+
+async def test_a_silent_udp_server_delays_the_tcp_one_by_the_stagger_only(relay_port: int) -> None:
+    """UDP blocked, as the client sees it: a UDP "server" that never answers is tried
+    first; the TCP attempt starts ``STAGGER`` later and wins long before the UDP attempt's
+    timeout."""
+    loop = asyncio.get_running_loop()
+    silent, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+    )
+    port = silent.get_extra_info("sockname")[1]
+    username, password = rest_api_credentials(SECRET, "alice", 600, time.time())
+    servers = [TurnServer("127.0.0.1", port, "udp"), TurnServer("127.0.0.1", relay_port, "tcp")]
+    try:
+        started = loop.time()
+        allocated = await RelaySocket.allocate(servers, username, password)
+        elapsed = loop.time() - started
+        try:
+            assert allocated.server == servers[1]
+            assert STAGGER <= elapsed < ATTEMPT_TIMEOUT / 2
+            assert allocated.relayed[0] == "127.0.0.1"
+        finally:
+            allocated.close()
+    finally:
+        silent.close()
+
+
+async def test_every_failure_is_named_when_no_server_grants_one(relay_port: int) -> None:
+    username, _ = rest_api_credentials(SECRET, "alice", 600, time.time())
+    servers = [
+        TurnServer("127.0.0.1", relay_port, "udp"),
+        TurnServer("127.0.0.1", relay_port, "tcp"),
+    ]
+    with pytest.raises(ConnectionError) as failed:
+        await RelaySocket.allocate(servers, username, "wrong password", attempt_timeout=2.0)
+    message = str(failed.value)
+    assert message.startswith("no TURN allocation: ")
+    assert str(servers[0]) in message
+    assert str(servers[1]) in message
