@@ -92,6 +92,7 @@ log = logging.getLogger(__name__)
 
 MAX_ACCEPTING = 32  # punch requests handled at once; more are ignored
 REPUNCH_MAX = 120.0  # the longest wait between two more punches
+SPRAY_COOLDOWN = 30.0  # seconds between two port-prediction sprays toward one IP
 RELAY_RETRY = 15.0  # seconds before asking for a relay again after failing to get one
 
 
@@ -186,6 +187,7 @@ class Connector:
         self._listener: asyncio.Task[None] | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self._upgraders: set[asyncio.Task[None]] = set()
+        self._sprayed: dict[str, float] = {}  # IP -> when we last sprayed it
         self._dials: dict[str, _Dial] = {}
         self._connections: set[PeerConnection] = set()
         self._closed = False
@@ -293,11 +295,27 @@ class Connector:
                 spray = (
                     arrange(link, attempt.mine, theirs, self.config) if kind == "direct" else None
                 )
+                if spray is not None and not self._may_spray(spray.ip):
+                    spray = None
                 link.start(targets[kind], spray)
             else:
                 attempt.failures[kind] = f"the peer offered no {kind} candidate"
                 link.close(attempt.failures[kind])
                 del attempt.links[kind]
+
+    def _may_spray(self, ip: str) -> bool:
+        """Whether a spray may go to ``ip`` now: one per IP per ``SPRAY_COOLDOWN``. The IP
+        comes from the peer's candidates, unchecked; a peer lying about them could
+        otherwise point a stream of probes (``predict_probes`` of them) at a third party
+        with every punch it asks for."""
+        now = asyncio.get_running_loop().time()
+        for old in [ip for ip, at in self._sprayed.items() if now - at >= SPRAY_COOLDOWN]:
+            del self._sprayed[old]
+        if ip in self._sprayed:
+            log.info("no spray toward %s: one went there %.0f s ago", ip, now - self._sprayed[ip])
+            return False
+        self._sprayed[ip] = now
+        return True
 
     async def _establish(
         self, attempt: _Attempt, theirs: Sequence[Candidate], session: str, *, dialled: bool

@@ -1,5 +1,6 @@
 """The ids of a connection's punches (``<session>.<n>``): what the accepter reads back
-from a punch request's id, whatever another client put there."""
+from a punch request's id, whatever another client put there; and the connector's
+limit on port-prediction sprays."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from client_sdk.connect.connector import parse_punch_id, punch_id
+from client_sdk.connect.connector import SPRAY_COOLDOWN, Connector, parse_punch_id, punch_id
+from client_sdk.identity import Identity
+from client_sdk.rendezvous.client import RendezvousClient
 
 
 @pytest.mark.parametrize(
@@ -40,3 +43,14 @@ def test_any_id_reads_as_a_session_and_a_count(message_id: str) -> None:
 @given(st.text(min_size=1, max_size=40), st.integers(0, 999_999))
 def test_what_we_send_reads_back(session: str, number: int) -> None:
     assert parse_punch_id(punch_id(session, number)) == (session, number)
+
+
+async def test_one_spray_per_ip_per_cooldown() -> None:
+    identity = Identity.generate()
+    connector = Connector(identity, RendezvousClient("http://127.0.0.1:9", identity))
+    assert connector._may_spray("198.51.100.1")
+    assert not connector._may_spray("198.51.100.1")  # a lying peer cannot repeat it
+    assert connector._may_spray("198.51.100.2")
+    connector._sprayed["198.51.100.1"] -= SPRAY_COOLDOWN  # as if the cooldown had passed
+    assert connector._may_spray("198.51.100.1")
+    assert not connector._may_spray("198.51.100.1")
