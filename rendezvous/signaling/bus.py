@@ -88,6 +88,10 @@ class RedisBus:
         self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         self._reader: asyncio.Task[None] | None = None
         self._deliver: Deliver | None = None
+        # redis-py's PubSub opens its connection on the first (un)subscribe; two at once
+        # would each open one, and the channels of the first would sit on a connection
+        # nobody reads (PUBLISH still counts them: "delivered", never seen).
+        self._subscribing = asyncio.Lock()
 
     async def start(self, deliver: Deliver) -> None:
         self._deliver = deliver
@@ -113,13 +117,15 @@ class RedisBus:
 
     async def attach(self, peer_id: str) -> None:
         try:
-            await self._pubsub.subscribe(CHANNEL_PREFIX + peer_id)
+            async with self._subscribing:
+                await self._pubsub.subscribe(CHANNEL_PREFIX + peer_id)
         except RedisError as exc:
             raise StoreError(f"redis: {exc}") from exc
 
     async def detach(self, peer_id: str) -> None:
         with contextlib.suppress(RedisError):
-            await self._pubsub.unsubscribe(CHANNEL_PREFIX + peer_id)
+            async with self._subscribing:
+                await self._pubsub.unsubscribe(CHANNEL_PREFIX + peer_id)
 
     async def publish(self, peer_id: str, payload: bytes) -> int:
         try:
