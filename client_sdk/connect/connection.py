@@ -83,6 +83,9 @@ class PathLink(Protocol):
     @property
     def failure(self) -> str | None: ...
 
+    @property
+    def established(self) -> bool: ...
+
     def send(self, data: bytes) -> None: ...
 
     def close(self, reason: str = "closed") -> None: ...
@@ -260,15 +263,6 @@ class PeerConnection:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _established(self, link: PathLink) -> bool:
-        found = link.found
-        return (
-            link.failure is None
-            and found.done()
-            and not found.cancelled()
-            and found.exception() is None
-        )
-
     def _choose(self, reason: str = "no path left") -> None:
         """Make the best established path the active one; end the connection with
         ``reason`` when none is left and none is still being looked for."""
@@ -278,7 +272,7 @@ class PeerConnection:
         kind: PathKind | None = None
         for candidate in PREFERENCE:
             link = self._links.get(candidate)
-            if link is not None and self._established(link):
+            if link is not None and link.established:
                 best, kind = link, candidate
                 break
         if best is None:

@@ -331,13 +331,13 @@ class Connector:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(bound):
                 waiting = {link.found for link in attempt.links.values()}
-                while waiting and not (direct is not None and _succeeded(direct.found)):
+                while waiting and not (direct is not None and direct.established):
                     _, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                    if relayed is not None and _succeeded(relayed.found):
+                    if relayed is not None and relayed.established:
                         if direct is not None and not direct.found.done() and self.direct_grace:
                             await asyncio.wait({direct.found}, timeout=self.direct_grace)
                         break
-        established = [kind for kind, link in attempt.links.items() if _succeeded(link.found)]
+        established = [kind for kind, link in attempt.links.items() if link.established]
         if not established:
             for kind, link in attempt.links.items():
                 attempt.failures[kind] = link.failure or f"nothing within {bound:g} s"
@@ -602,7 +602,3 @@ def parse_punch_id(message_id: str) -> tuple[str, int]:
     if dot and session and number.isascii() and number.isdigit() and len(number) <= 6:
         return session, int(number)
     return message_id, 0
-
-
-def _succeeded(found: asyncio.Future[Any]) -> bool:
-    return found.done() and not found.cancelled() and found.exception() is None

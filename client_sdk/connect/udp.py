@@ -28,7 +28,7 @@ import logging
 import random
 import socket
 from collections.abc import Callable, Sequence
-from typing import Literal, Protocol
+from typing import Protocol
 
 from client_sdk.connect.candidates import Address, usable_ipv4
 from client_sdk.connect.punch import PathFound, Punch, PunchFailed, Received, Spray
@@ -66,9 +66,9 @@ class LinkOwner(Protocol):
 
 
 class Link:
-    """Drives one ``Punch`` on the connectivity socket: sends what it queues, keeps its
-    timer, and turns its events into futures and a receive queue. A ``PathLink`` of
-    kind ``"direct"`` (``client_sdk.connect.connection``)."""
+    """Drives one ``Punch`` on its owner (the connectivity socket, a TURN allocation, a
+    prediction fan): sends what it queues, keeps its timer, and turns its events into
+    futures and a receive queue. A ``PeerConnection``'s ``PathLink``."""
 
     def __init__(self, owner: LinkOwner, punch: Punch) -> None:
         self.owner: LinkOwner = owner
@@ -90,8 +90,15 @@ class Link:
         return self.punch.remote_peer_id
 
     @property
-    def kind(self) -> Literal["direct"]:
-        return "direct"
+    def established(self) -> bool:
+        """The punch found its path and the link has not ended since."""
+        found = self.found
+        return (
+            self.failure is None
+            and found.done()
+            and not found.cancelled()
+            and found.exception() is None
+        )
 
     @property
     def rtt(self) -> float | None:

@@ -32,6 +32,11 @@ class StubLink:
         self.failure: str | None = None
         self.sent: list[bytes] = []
 
+    @property
+    def established(self) -> bool:
+        found = self.found
+        return self.failure is None and found.done() and found.exception() is None
+
     def establish(self) -> None:
         assert self.remote_address is not None
         self.found.set_result(PathFound(self.remote_address, self.rtt or 0.0))
