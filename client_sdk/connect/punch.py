@@ -281,10 +281,7 @@ class PathFound:
     rtt: float
 
 
-@dataclass(frozen=True)
-class Received:
-    data: bytes
-
+Received = DatagramReceived  # a datagram from the peer: the session's own event, passed on
 
 @dataclass(frozen=True)
 class PunchFailed:
@@ -540,7 +537,7 @@ class Punch:
                 if self.session.role is Role.RESPONDER and source is not None:
                     self._found(source, now - self._response_sent_at.get(source, now))
             elif isinstance(event, DatagramReceived):
-                self._events.append(Received(event.data))
+                self._events.append(event)
             elif isinstance(event, SessionFailed) and self.state in (
                 PunchState.PUNCHING,
                 PunchState.CONNECTED,
