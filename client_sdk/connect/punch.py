@@ -283,6 +283,7 @@ class PathFound:
 
 Received = DatagramReceived  # a datagram from the peer: the session's own event, passed on
 
+
 @dataclass(frozen=True)
 class PunchFailed:
     reason: str
